@@ -1,0 +1,28 @@
+# Quick start:  `make demo` (set up .venv, run the main job)  ·  `make test` (set up, run tests)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tasklab pipeline=HPARAM_LIST index=quickstart
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_population.py --device cpu
+	$(PY) benchmarks/bench_greedy.py
+
+clean:
+	rm -rf $(VENV) outputs multirun

@@ -1,0 +1,3 @@
+from taskset_lab.cli import main
+
+main()

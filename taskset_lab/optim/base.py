@@ -1,0 +1,153 @@
+"""Optimizer families: one update rule, two front ends (DESIGN.md §3).
+
+A family defines its search space (``sample(seed) -> hparams``) and its update as a pure
+function of tensors, :meth:`OptimizerFamily.update`. Hyperparameters reach ``update`` either
+as 0-dim tensors (one config, through :class:`FamilyOptimizer`, a ``torch.optim.Optimizer``)
+or as tensors of shape ``[K, 1, ..., 1]`` broadcasting over stacked parameters
+``[K, *shape]`` (a population, through :class:`BatchedOptimizer`). Because both front ends
+run the very same arithmetic, config k of a population follows the one-config trajectory.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import Tensor
+
+HParams = dict[str, Any]
+
+
+class OptimizerFamily(ABC):
+    """A search space plus an update rule. Subclasses are stateless singletons."""
+
+    #: registry name, e.g. ``"nadamw"``
+    name: str = ""
+    #: the numeric hyperparameters ``update`` reads (booleans are passed as 0.0/1.0)
+    hparam_names: tuple[str, ...] = ()
+    #: names of per-parameter state tensors ``update`` keeps (all start as zeros)
+    state_names: tuple[str, ...] = ()
+
+    @abstractmethod
+    def sample(self, seed: int) -> HParams:
+        """Hyperparameters drawn from the family's search space (same seed, same draw)."""
+
+    def defaults(self) -> HParams:
+        """Reasonable hyperparameters for hand use (e.g. ``optimizer=nadamw``)."""
+        raise NotImplementedError
+
+    def validate(self, hparams: Mapping[str, Any]) -> HParams:
+        """Check names and ranges; returns a plain float dict. Raises ``ValueError``."""
+        missing = [k for k in self.hparam_names if k not in hparams]
+        unknown = [k for k in hparams if k not in self.hparam_names]
+        if missing or unknown:
+            raise ValueError(f"{self.name}: missing hparams {missing}, unknown hparams {unknown}")
+        return {k: float(hparams[k]) for k in self.hparam_names}
+
+    @abstractmethod
+    def update(self, p: Tensor, g: Tensor, state: dict[str, Tensor], step: Tensor,
+               hp: Mapping[str, Tensor], total_steps: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """One step for one parameter tensor. Pure: returns ``(new_p, new_state)``.
+
+        ``step`` is the 1-based count of this update (a tensor broadcastable with ``p``);
+        ``hp`` values broadcast against ``p``; ``total_steps`` is the run length the
+        schedule is defined over.
+        """
+
+    def init_state(self, p: Tensor) -> dict[str, Tensor]:
+        return {name: torch.zeros_like(p) for name in self.state_names}
+
+
+class FamilyOptimizer(torch.optim.Optimizer):
+    """``torch.optim.Optimizer`` for one config of a family.
+
+    The hyperparameters live in ``param_groups`` (so schedulers and loggers can read them),
+    per-parameter state in ``self.state``. The learning-rate schedule is part of the family's
+    update and needs ``total_steps``.
+    """
+
+    family: OptimizerFamily
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], family: OptimizerFamily,
+                 hparams: Mapping[str, Any], total_steps: int):
+        if int(total_steps) < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.family = family
+        defaults = dict(family.validate(hparams), total_steps=int(total_steps))
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=p.dtype, device=p.device)
+                    state.update(self.family.init_state(p))
+                state["step"] += 1
+                hp = {k: torch.as_tensor(group[k], dtype=p.dtype, device=p.device)
+                      for k in self.family.hparam_names}
+                inner = {k: state[k] for k in self.family.state_names}
+                new_p, new_state = self.family.update(p, p.grad, inner, state["step"], hp,
+                                                      group["total_steps"])
+                p.copy_(new_p)
+                for k, v in new_state.items():
+                    state[k] = v
+        return loss
+
+
+class BatchedOptimizer:
+    """The population form: K configs of one family stepped together.
+
+    ``hparams`` maps each name to a ``[K]`` tensor; parameters are dicts of ``[K, *shape]``
+    tensors. Everything stays on the device; ``step`` never synchronises with the host.
+    """
+
+    def __init__(self, family: OptimizerFamily, hparams: Mapping[str, Tensor], total_steps: int):
+        self.family = family
+        self.hparams = {k: hparams[k] for k in family.hparam_names}
+        sizes = {v.shape for v in self.hparams.values()}
+        if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+            raise ValueError(f"batched hparams must all have shape [K]; got {sizes}")
+        self.num_configs = next(iter(sizes))[0]
+        self.total_steps = int(total_steps)
+
+    @classmethod
+    def from_configs(cls, family: OptimizerFamily, configs: list[Mapping[str, Any]],
+                     total_steps: int, device: torch.device | str = "cpu",
+                     dtype: torch.dtype = torch.float32) -> "BatchedOptimizer":
+        rows = [family.validate(c) for c in configs]
+        hp = {k: torch.tensor([r[k] for r in rows], device=device, dtype=dtype)
+              for k in family.hparam_names}
+        return cls(family, hp, total_steps)
+
+    def init(self, params: Mapping[str, Tensor]) -> dict[str, dict[str, Tensor]]:
+        state = {name: self.family.init_state(p) for name, p in params.items()}
+        for name, p in params.items():
+            state[name]["step"] = torch.zeros((), dtype=p.dtype, device=p.device)
+        return state
+
+    def _hp_for(self, p: Tensor) -> dict[str, Tensor]:
+        view = (self.num_configs,) + (1,) * (p.dim() - 1)
+        return {k: v.to(p.dtype).view(view) for k, v in self.hparams.items()}
+
+    def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor],
+             state: dict[str, dict[str, Tensor]]) -> tuple[dict[str, Tensor], dict]:
+        new_params: dict[str, Tensor] = {}
+        new_state: dict[str, dict[str, Tensor]] = {}
+        for name, p in params.items():
+            st = state[name]
+            step = st["step"] + 1
+            inner = {k: st[k] for k in self.family.state_names}
+            new_p, upd = self.family.update(p, grads[name], inner, step, self._hp_for(p),
+                                            self.total_steps)
+            new_params[name] = new_p
+            new_state[name] = dict(upd, step=step)
+        return new_params, new_state

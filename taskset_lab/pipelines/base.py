@@ -1,0 +1,68 @@
+"""The pipeline base class: one subclass per experiment type, looked up by name."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from taskset_lab.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class Pipeline:
+    """Validate the composed config (``sanity_check``), then ``run`` it.
+
+    Subclasses list the top-level fields they need in ``required_fields`` (dotted paths are
+    allowed) and add their own checks in ``check``. Everything a run writes goes under
+    ``self.output_dir``.
+    """
+
+    name: ClassVar[str] = ""
+    required_fields: ClassVar[tuple[str, ...]] = ("expr_name", "output_dir")
+
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+
+    # -- validation -------------------------------------------------------------------
+    def sanity_check(self) -> None:
+        for field in self.required_fields:
+            value = OmegaConf.select(self.cfg, field, default=None, throw_on_missing=False)
+            if value is None or (isinstance(value, str) and value == "???"):
+                raise ConfigError(field, f"required by pipeline {self.name} but missing")
+        self.check()
+
+    def check(self) -> None:
+        """Pipeline-specific checks; raise :class:`ConfigError` naming the field."""
+
+    def require_positive_int(self, field: str) -> int:
+        value = OmegaConf.select(self.cfg, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(field, f"must be a positive integer, got {value!r}")
+        return value
+
+    # -- running ----------------------------------------------------------------------
+    @property
+    def output_dir(self) -> Path:
+        return Path(str(self.cfg.output_dir))
+
+    def save_config(self) -> Path:
+        """Write the resolved config next to the results (``config.yaml``)."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / "config.yaml"
+        path.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        return path
+
+    def write_json(self, name: str, payload: Any) -> Path:
+        path = self.output_dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+        tmp.replace(path)
+        return path
+
+    def run(self) -> dict[str, Any]:
+        raise NotImplementedError

@@ -1,0 +1,65 @@
+"""Turning config groups into objects with ``hydra.utils.instantiate``, with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from taskset_lab.errors import ConfigError, TasklabError
+
+
+def instantiate_field(cfg: DictConfig, field: str, **kwargs: Any) -> Any:
+    """``instantiate(cfg.<field>)``; a failure becomes a ConfigError naming the field."""
+    node = OmegaConf.select(cfg, field)
+    if node is None:
+        raise ConfigError(field, "missing")
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, TasklabError):
+            raise cause from None
+        detail = str(cause) if cause is not None else str(exc)
+        raise ConfigError(field, detail.splitlines()[0] if detail else type(exc).__name__) from exc
+
+
+def build_task(node: DictConfig) -> Any:
+    root = OmegaConf.create({"task": node})
+    return instantiate_field(root, "task")
+
+
+def build_optimizer_factory(node: DictConfig) -> Callable:
+    """The optimizer config as a factory ``params -> Optimizer`` (``_partial_`` config).
+
+    It is called once here on a dummy parameter so bad hyperparameters are reported
+    before training starts.
+    """
+    import torch
+
+    root = OmegaConf.create({"optimizer": node})
+    factory = instantiate_field(root, "optimizer")
+    if not callable(factory):
+        raise ConfigError("optimizer", "must build a factory (set _partial_: true)")
+    try:
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError("optimizer", str(exc)) from exc
+    return factory
+
+
+def _build_named(cfg: DictConfig, group: str) -> list[Any]:
+    node = OmegaConf.select(cfg, group)
+    if not node:
+        return []
+    return [instantiate_field(cfg, f"{group}.{name}") for name in node]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    return _build_named(cfg, "logger")
+
+
+def build_callbacks(cfg: DictConfig) -> list[Any]:
+    return _build_named(cfg, "callbacks")

@@ -1,0 +1,71 @@
+"""TRAIN: one task trained with one optimizer config by a Lightning Trainer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from taskset_lab.errors import ConfigError, TasklabError
+from taskset_lab.pipelines.base import Pipeline
+from taskset_lab.pipelines.building import build_callbacks, build_loggers, build_optimizer_factory, build_task
+
+log = logging.getLogger(__name__)
+
+
+class TrainPipeline(Pipeline):
+    name = "TRAIN"
+    required_fields = ("expr_name", "output_dir", "global_seed", "total_steps", "eval_every",
+                       "task", "optimizer", "learner", "trainer")
+
+    def check(self) -> None:
+        total = self.require_positive_int("total_steps")
+        every = self.require_positive_int("eval_every")
+        if every > total:
+            raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
+        resume = OmegaConf.select(self.cfg, "resume", default=False)
+        if resume and not self.last_checkpoint().is_file():
+            raise ConfigError("resume", f"no checkpoint to resume from at {self.last_checkpoint()}")
+
+    def last_checkpoint(self) -> Path:
+        return self.output_dir / "checkpoints" / "last.ckpt"
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        pl.seed_everything(int(cfg.global_seed), workers=True, verbose=False)
+        self.save_config()
+        task = build_task(cfg.task)
+        optimizer = build_optimizer_factory(cfg.optimizer)
+        learner = instantiate(cfg.learner, task=task, optimizer=optimizer, total_steps=int(cfg.total_steps))
+        loggers = build_loggers(cfg)
+        trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))
+        ckpt = str(self.last_checkpoint()) if OmegaConf.select(cfg, "resume", default=False) else None
+        log.info("TRAIN %s with %s for %d steps -> %s", task.name, cfg.optimizer._target_,
+                 cfg.total_steps, self.output_dir)
+        start = time.perf_counter()
+        trainer.fit(learner, ckpt_path=ckpt)
+        seconds = time.perf_counter() - start
+
+        curve = pd.DataFrame(learner.curve)
+        curve.insert(0, "task", task.name)
+        curve.to_csv(self.output_dir / "curve.csv", index=False)
+        final = learner.final_losses
+        for lg in loggers:  # the last evaluation happens after the loop, where self.log is closed
+            lg.log_metrics({f"loss/{s}": v for s, v in final.items()}, step=int(learner.global_step))
+            lg.finalize("success")
+        summary = {"task": task.name, "task_config": task.config, "steps": int(learner.global_step),
+                   "final": final, "diverged_step": learner.diverged_step, "seconds": seconds,
+                   "output_dir": str(self.output_dir)}
+        self.write_json("summary.json", summary)
+        if learner.diverged_step is not None:
+            log.warning("loss became non-finite at step %d; the curve up to there is in %s",
+                        learner.diverged_step, self.output_dir / "curve.csv")
+        print(f"TRAIN done: {task.name}, {learner.global_step} steps, final test loss "
+              f"{final['test']:.4g}; outputs in {self.output_dir}")
+        return summary

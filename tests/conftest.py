@@ -1,0 +1,45 @@
+"""Shared test helpers: compose the real shipped configs with small overrides."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose(index: str, overrides: list[str] | None = None, pipeline: str | None = None):
+    """The config `tasklab pipeline=<pipeline> index=<index> <overrides>` would run."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from taskset_lab.cli import builtin_config_dir
+
+    GlobalHydra.instance().clear()
+    args = [f"index={index}", *(overrides or [])]
+    if pipeline:
+        args.append(f"pipeline={pipeline}")
+    with initialize_config_dir(config_dir=str(builtin_config_dir()), version_base="1.3"):
+        return hydra_compose(config_name="entrance", overrides=args)
+
+
+def run_tasklab(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None):
+    """Run the real `tasklab` entry point in a subprocess."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "taskset_lab", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

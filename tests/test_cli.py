@@ -1,0 +1,67 @@
+"""The `tasklab` command: pipeline/index lookup, clear one-line errors, Hydra's own flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import run_tasklab
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_unknown_pipeline_lists_valid_ones(tmp_path):
+    line = _one_error_line(run_tasklab(["pipeline=NOPE", "index=x"], tmp_path))
+    assert "unknown pipeline 'NOPE'" in line
+    for name in ("TRAIN", "CURVES", "HPARAM_LIST"):
+        assert name in line
+
+
+def test_missing_and_unknown_index_list_available(tmp_path):
+    line = _one_error_line(run_tasklab(["pipeline=TRAIN"], tmp_path))
+    assert "missing index" in line and "train_mlp_digits" in line
+    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=nope"], tmp_path))
+    assert "unknown index 'nope'" in line and "quickstart" in line
+
+
+def test_index_for_another_pipeline(tmp_path):
+    line = _one_error_line(run_tasklab(["pipeline=CURVES", "index=train_mlp_digits"], tmp_path))
+    assert "written for pipeline TRAIN" in line
+
+
+def test_invalid_and_missing_fields_are_named(tmp_path):
+    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "eval_every=0"], tmp_path))
+    assert "'eval_every'" in line and "positive integer" in line
+    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "~total_steps"], tmp_path))
+    assert "total_steps" in line
+    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "optimizer.lr=-1"], tmp_path))
+    assert "'optimizer'" in line and "lr" in line
+
+
+def test_cfg_job_prints_composed_config(tmp_path):
+    proc = run_tasklab(["--cfg", "job", "pipeline=TRAIN", "index=train_mlp_digits"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "pipeline: TRAIN" in proc.stdout
+    assert "taskset_lab.optim.NAdamW" in proc.stdout
+    assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
+
+
+def test_user_config_dir_adds_an_index(tmp_path):
+    user = tmp_path / "my_configs"
+    (user / "index").mkdir(parents=True)
+    (user / "index" / "mine.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - train_quadratic\n  - _self_\n"
+        "expr_name: mine\n"
+    )
+    out = tmp_path / "run"
+    proc = run_tasklab(["--config-dir", str(user), "pipeline=TRAIN", "index=mine", "trainer=debug",
+                        f"output_dir={out}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "curve.csv").read_text().count("\n") == 1 + 5  # header + steps 0,5,10,15,20
+    assert "expr_name: mine" in (out / "config.yaml").read_text()

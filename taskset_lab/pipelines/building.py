@@ -26,12 +26,11 @@ def instantiate_field(cfg: DictConfig, field: str, **kwargs: Any) -> Any:
         raise ConfigError(field, detail.splitlines()[0] if detail else type(exc).__name__) from exc
 
 
-def build_task(node: DictConfig) -> Any:
-    root = OmegaConf.create({"task": node})
-    return instantiate_field(root, "task")
+def build_task(cfg: DictConfig, field: str = "task") -> Any:
+    return instantiate_field(cfg, field)
 
 
-def build_optimizer_factory(node: DictConfig) -> Callable:
+def build_optimizer_factory(cfg: DictConfig, field: str = "optimizer") -> Callable:
     """The optimizer config as a factory ``params -> Optimizer`` (``_partial_`` config).
 
     It is called once here on a dummy parameter so bad hyperparameters are reported
@@ -39,14 +38,13 @@ def build_optimizer_factory(node: DictConfig) -> Callable:
     """
     import torch
 
-    root = OmegaConf.create({"optimizer": node})
-    factory = instantiate_field(root, "optimizer")
+    factory = instantiate_field(cfg, field)
     if not callable(factory):
-        raise ConfigError("optimizer", "must build a factory (set _partial_: true)")
+        raise ConfigError(field, "must build a factory (set _partial_: true)")
     try:
         factory([torch.nn.Parameter(torch.zeros(1))])
     except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigError("optimizer", str(exc)) from exc
+        raise ConfigError(field, str(exc)) from exc
     return factory
 
 

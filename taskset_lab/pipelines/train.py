@@ -40,8 +40,8 @@ class TrainPipeline(Pipeline):
         cfg = self.cfg
         pl.seed_everything(int(cfg.global_seed), workers=True, verbose=False)
         self.save_config()
-        task = build_task(cfg.task)
-        optimizer = build_optimizer_factory(cfg.optimizer)
+        task = build_task(cfg)
+        optimizer = build_optimizer_factory(cfg)
         learner = instantiate(cfg.learner, task=task, optimizer=optimizer, total_steps=int(cfg.total_steps))
         loggers = build_loggers(cfg)
         trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))

@@ -43,19 +43,26 @@ def get_family(name: str) -> TaskFamily:
     return _FAMILIES[name]
 
 
+def plain(node: Any) -> Any:
+    """A plain Python container from an OmegaConf node (or the value itself)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
 def sample_task_config(family: str, seed: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The config of task ``seed`` of ``family`` (JSON round-trip safe), with ``overrides`` applied."""
     config = get_family(family).sample(int(seed))
     config = json.loads(json.dumps(config))
     if overrides:
-        config.update(json.loads(json.dumps(dict(overrides))))
+        config.update(json.loads(json.dumps(plain(overrides))))
     config["family"] = family
     return config
 
 
 def build_task(config: dict[str, Any], data_dir: str | None = None, download: bool = False) -> Task:
     """Build a Task from its full config (``config["family"]`` picks the builder)."""
-    config = json.loads(json.dumps(dict(config)))  # plain dict (also from OmegaConf)
+    config = json.loads(json.dumps(plain(config)))
     if "family" not in config:
         raise KeyError("task config has no 'family' field")
     return get_family(config["family"]).build(config, data_dir=data_dir, download=download)

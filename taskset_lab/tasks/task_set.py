@@ -16,12 +16,12 @@ import json
 from typing import Any, Iterable, Mapping
 
 from taskset_lab.errors import ConfigError
-from taskset_lab.tasks.registry import family_names, sample_task_config
+from taskset_lab.tasks.registry import family_names, plain, sample_task_config
 
 
 def resolve_task_set(task_set: Mapping[str, Any], field: str = "task_set") -> list[dict[str, Any]]:
     """Expand a task set config into full task configs (raises ConfigError naming the field)."""
-    task_set = json.loads(json.dumps(_plain(task_set)))
+    task_set = json.loads(json.dumps(plain(task_set)))
     unknown = set(task_set) - {"families", "fixed", "name"}
     if unknown:
         raise ConfigError(field, f"unknown keys {sorted(unknown)}; expected 'families' and/or 'fixed'")
@@ -55,14 +55,3 @@ def _dedupe(configs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             seen.add(key)
             out.append(c)
     return out
-
-
-def _plain(node: Any) -> Any:
-    try:
-        from omegaconf import OmegaConf
-
-        if OmegaConf.is_config(node):
-            return OmegaConf.to_container(node, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return node

@@ -53,11 +53,13 @@ class SingleTaskLearner(pl.LightningModule):
 
     # -- training -------------------------------------------------------------------------
     def _evaluate(self) -> None:
+        """Evaluate all splits, append to the curve, and send the row to every logger once."""
         assert self._eval_sets is not None
+        step = int(self.global_step)
         losses = evaluate_model(self.task, self.model, self._eval_sets)
-        row = {"step": int(self.global_step), **losses}
-        self.curve.append(row)
-        self.log_dict({f"loss/{s}": v for s, v in losses.items()}, on_step=True, on_epoch=False)
+        self.curve.append({"step": step, **losses})
+        for logger in self.loggers:
+            logger.log_metrics({f"loss/{s}": v for s, v in losses.items()}, step=step)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor | None:
         step = int(self.global_step)
@@ -73,13 +75,7 @@ class SingleTaskLearner(pl.LightningModule):
 
     def on_train_end(self) -> None:
         if self.diverged_step is None and (not self.curve or self.curve[-1]["step"] < self.global_step):
-            self._evaluate_unlogged()
-
-    def _evaluate_unlogged(self) -> None:
-        # self.log is not allowed in on_train_end; loggers get the final row from the pipeline.
-        assert self._eval_sets is not None
-        losses = evaluate_model(self.task, self.model, self._eval_sets)
-        self.curve.append({"step": int(self.global_step), **losses})
+            self._evaluate()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer_factory(self.model.parameters())

@@ -61,3 +61,12 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
     return _build_named(cfg, "callbacks")
+
+
+def finish_loggers(loggers: list[Any]) -> None:
+    """Flush every logger; close W&B runs so their files are complete when the run returns."""
+    for logger in loggers:
+        logger.save()
+        experiment = getattr(logger, "_experiment", None)
+        if type(logger).__name__ == "WandbLogger" and experiment is not None:
+            experiment.finish()

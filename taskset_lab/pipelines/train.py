@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from taskset_lab.errors import ConfigError, TasklabError
 from taskset_lab.pipelines.base import Pipeline
-from taskset_lab.pipelines.building import build_callbacks, build_loggers, build_optimizer_factory, build_task
+from taskset_lab.pipelines.building import (build_callbacks, build_loggers, build_optimizer_factory, build_task,
+                                            finish_loggers)
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,7 @@ class TrainPipeline(Pipeline):
         curve.insert(0, "task", task.name)
         curve.to_csv(self.output_dir / "curve.csv", index=False)
         final = learner.final_losses
-        for lg in loggers:  # the last evaluation happens after the loop, where self.log is closed
-            lg.log_metrics({f"loss/{s}": v for s, v in final.items()}, step=int(learner.global_step))
-            lg.finalize("success")
+        finish_loggers(loggers)
         summary = {"task": task.name, "task_config": task.config, "steps": int(learner.global_step),
                    "final": final, "diverged_step": learner.diverged_step, "seconds": seconds,
                    "output_dir": str(self.output_dir)}

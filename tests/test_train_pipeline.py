@@ -1,0 +1,74 @@
+"""The TRAIN pipeline end to end on the shipped index configs (trainer=debug, CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import compose
+from taskset_lab.cli import run_pipeline
+from taskset_lab.errors import TasklabError
+
+TRAIN_INDEXES = ["train_mlp_digits", "train_conv_digits", "train_char_rnn", "train_quadratic"]
+
+
+def _train(index: str, out, *overrides: str) -> tuple[dict, pd.DataFrame]:
+    cfg = compose(index, ["trainer=debug", f"output_dir={out}", *overrides])
+    summary = run_pipeline(cfg)
+    return summary, pd.read_csv(out / "curve.csv")
+
+
+@pytest.mark.parametrize("index", TRAIN_INDEXES)
+def test_train_index_runs_end_to_end(index, tmp_path):
+    summary, curve = _train(index, tmp_path / "run")
+    assert list(curve["step"]) == [0, 5, 10, 15, 20]
+    splits = ["train", "valid_inner", "valid_outer", "test"]
+    assert curve[splits].notna().all().all()
+    assert curve["train"].iloc[-1] < curve["train"].iloc[0]  # 20 steps of NAdamW make progress
+    assert summary["steps"] == 20 and summary["diverged_step"] is None
+    # Lightning's own CSV logger saw the same evaluations.
+    metrics = pd.read_csv(tmp_path / "run" / "csv" / "metrics.csv")
+    logged = metrics.dropna(subset=["loss/test"])
+    assert math.isclose(logged["loss/test"].iloc[0], curve["test"].iloc[0], rel_tol=1e-6)
+    assert (tmp_path / "run" / "config.yaml").read_text().count(f"expr_name: {index}") == 1
+
+
+def test_resume_continues_the_same_curve(tmp_path):
+    _, full = _train("train_quadratic", tmp_path / "full")
+    # stop after 10 of the 20 scheduled steps, then resume from the last checkpoint
+    _train("train_quadratic", tmp_path / "part", "trainer.max_steps=10")
+    summary, resumed = _train("train_quadratic", tmp_path / "part", "resume=true")
+    assert list(resumed["step"]) == [0, 5, 10, 15, 20]
+    pd.testing.assert_frame_equal(resumed, full, rtol=1e-6)
+    assert summary["steps"] == 20
+
+
+def test_resume_without_checkpoint_names_the_field(tmp_path):
+    with pytest.raises(TasklabError, match="'resume'"):
+        run_pipeline(compose("train_quadratic", ["trainer=debug", f"output_dir={tmp_path}", "resume=true"]))
+
+
+def test_non_finite_loss_stops_and_keeps_the_curve(tmp_path):
+    summary, curve = _train("train_quadratic", tmp_path / "run", "optimizer.lr=1e30",
+                            "task.config.output=identity", "task.config.noise_scale=0.0")
+    assert summary["diverged_step"] is not None and summary["diverged_step"] < 20
+    assert curve["step"].iloc[0] == 0 and math.isfinite(curve["train"].iloc[0])
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["diverged_step"] == summary["diverged_step"]
+
+
+def test_wandb_offline_run_holds_the_logged_metrics(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    _, curve = _train("train_mlp_digits", tmp_path / "run", "logger=wandb", "logger.wandb.project=tasklab-test")
+    from taskset_lab.viz.wandb_offline import read_offline_history
+
+    runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    history = read_offline_history(runs[0])
+    test_losses = [row["loss/test"] for row in history if "loss/test" in row]
+    assert len(test_losses) == len(curve)
+    assert test_losses == pytest.approx(list(curve["test"]), rel=1e-6)

@@ -1,0 +1,280 @@
+"""Throughput of the population engine against training one config at a time.
+
+For each case (a small MLP on digits, a medium MLP on MNIST-shaped random data, a conv net
+on digits, a character GRU on pydoc text) it measures config-steps per second of
+
+* ``population``: :func:`taskset_lab.engine.train_population` with K adam4p configs at
+  several K (vmap over stacked parameters, batched optimizer);
+* ``sequential``: one config, the plain loop (``nn.Module``, ``loss.backward()``,
+  ``torch.optim.Adam.step()``), the way one would train configs one after another;
+* ``lightning``: one config through a ``pytorch_lightning.Trainer`` (automatic
+  optimisation, no logger, no checkpoints, no progress bar).
+
+Each measurement is warmed up first, then sized to run for about ``--seconds``. The FLOPs of
+one config-step (forward + backward, counted by ``torch.utils.flop_counter``) times the
+best population rate give the achieved FLOP/s, reported against a measured matmul peak.
+
+    python benchmarks/bench_population.py --device cpu
+    python benchmarks/bench_population.py --device cuda --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from taskset_lab.engine import train_population
+from taskset_lab.optim import ADAM4P
+from taskset_lab.tasks import SPLITS, Task, TensorData, build_task
+from taskset_lab.tasks.families.mlp import MLPTask
+
+CPU_KS = (1, 16, 64, 256)
+CUDA_KS = (1, 64, 256, 1024, 4096, 16384)
+QUICK_KS = (1, 4)
+LR = 1e-3
+
+
+def _image_config(family: str, **extra: Any) -> dict[str, Any]:
+    base = {"family": family, "dataset": "digits", "activation": "relu",
+            "init": {"name": "he_normal", "scale": None}, "center_data": False, "data_seed": 0}
+    return {**base, **extra}
+
+
+def small_mlp(quick: bool) -> Task:
+    """64-32-32-10 on digits (8x8 images), batch 128."""
+    return build_task(_image_config("mlp", hidden=[32, 32], batch_size=128))
+
+
+def medium_mlp(quick: bool) -> Task:
+    """784-128-128-10 on random MNIST-shaped data, batch 128."""
+    gen = torch.Generator().manual_seed(0)
+    n = 512 if quick else 4096
+    splits = {s: (torch.rand(n, 1, 28, 28, generator=gen), torch.randint(10, (n,), generator=gen))
+              for s in SPLITS}
+    config = _image_config("mlp", dataset="random_mnist_shape", hidden=[128, 128], batch_size=128)
+    return MLPTask(config, TensorData(splits, 128, seed=0), in_features=784, num_classes=10)
+
+
+def conv(quick: bool) -> Task:
+    """3x3 convs 16 -> 32 (stride 1, 2), mean pooling, on digits, batch 64."""
+    return build_task(_image_config("conv_pooling", channels=[16, 32], strides=[1, 2], padding="same",
+                                    pooling="mean", batch_size=64))
+
+
+def rnn(quick: bool) -> Task:
+    """Character GRU (embed 32, hidden 64) on pydoc text, 32 characters, batch 32."""
+    return build_task({"family": "char_rnn_language_model", "dataset": "pydoc", "core": "gru",
+                       "hidden": 64, "embed_dim": 32, "seq_len": 8 if quick else 32,
+                       "init": {"name": "glorot_uniform", "scale": None}, "batch_size": 32,
+                       "data_seed": 0})
+
+
+CASES: dict[str, Callable[[bool], Task]] = {"small_mlp": small_mlp, "medium_mlp": medium_mlp,
+                                            "conv": conv, "rnn": rnn}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _sized_steps(per_step_s: float, seconds: float, lo: int, hi: int) -> int:
+    return int(max(lo, min(hi, seconds / max(per_step_s, 1e-9))))
+
+
+def population_rate(task: Task, k: int, device: str, seconds: float, quick: bool) -> float:
+    """Config-steps/s of the population engine with ``k`` adam4p configs."""
+    configs = [dict(lr=LR * (1 + i / max(k, 1)), beta1=0.9, beta2=0.999, eps=1e-8) for i in range(k)]
+
+    def run(steps: int) -> float:
+        result = train_population(task, ADAM4P, configs, steps, steps, eval_batches=1, device=device,
+                                  max_chunk=k)
+        return result.seconds
+
+    run(2)  # warm-up (allocations, kernels, data blocks)
+    probe = 3 if quick else 5
+    per_step = run(probe) / probe
+    steps = probe if quick else _sized_steps(per_step, seconds, 5, 5000)
+    return k * steps / run(steps)
+
+
+def sequential_rate(task: Task, device: str, seconds: float, quick: bool) -> float:
+    """Config-steps/s of one config trained the plain way."""
+    task = task.to(device, torch.float32)
+    model = task.init_module(0).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+
+    def run(steps: int) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        for s in range(steps):
+            loss = task.forward_loss(model, task.data.batch("train", s))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        return time.perf_counter() - start
+
+    run(3)
+    probe = 3 if quick else 10
+    per_step = run(probe) / probe
+    steps = probe if quick else _sized_steps(per_step, seconds, 10, 20000)
+    return steps / run(steps)
+
+
+def lightning_rate(task: Task, device: str, seconds: float, quick: bool) -> float:
+    """Config-steps/s of one config trained by a Lightning Trainer (fit time, setup included)."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader
+
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    class Module(pl.LightningModule):
+        def __init__(self, steps: int):
+            super().__init__()
+            self.task = task.to(device, torch.float32)
+            self.model = task.init_module(0)
+            self.steps = steps
+
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(range(self.steps), batch_size=None)
+
+        def training_step(self, _batch: Any, _idx: int) -> torch.Tensor:
+            return self.task.forward_loss(self.model, self.task.data.batch("train", self.global_step))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.model.parameters(), lr=LR)
+
+    def run(steps: int) -> float:
+        trainer = pl.Trainer(accelerator="gpu" if device.startswith("cuda") else "cpu", devices=1,
+                             max_steps=steps, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             num_sanity_val_steps=0)
+        module = Module(steps)
+        _sync(device)
+        start = time.perf_counter()
+        trainer.fit(module)
+        _sync(device)
+        return time.perf_counter() - start
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run(3)
+        probe = 3 if quick else 20
+        per_step = run(probe) / probe
+        steps = probe if quick else _sized_steps(per_step, seconds, 20, 20000)
+        return steps / run(steps)
+
+
+def flops_per_config_step(task: Task, device: str) -> float:
+    """Forward + backward FLOPs of one config on one training batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    task = task.to(device, torch.float32)
+    model = task.init_module(0).to(device)
+    with FlopCounterMode(display=False) as counter:
+        task.forward_loss(model, task.data.batch("train", 0)).backward()
+    return float(counter.get_total_flops())
+
+
+def matmul_peak(device: str, quick: bool) -> float:
+    """Measured FLOP/s of a large float32 matmul (the default precision settings)."""
+    n = 512 if quick else (8192 if device.startswith("cuda") else 2048)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    reps = 2 if quick else 10
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
+
+
+def run_case(name: str, device: str, ks: tuple[int, ...], seconds: float, quick: bool,
+             peak: float, log: Callable[[str], None]) -> dict[str, Any]:
+    task = CASES[name](quick)
+    by_k: dict[str, float] = {}
+    for k in ks:
+        try:
+            by_k[str(k)] = population_rate(task, k, device, seconds, quick)
+        except torch.cuda.OutOfMemoryError:
+            log(f"  {name}: K={k} out of memory, stopping here")
+            torch.cuda.empty_cache()
+            break
+        log(f"  {name}: population K={k:>5}: {by_k[str(k)]:12.0f} cfg-steps/s")
+    seq = sequential_rate(task, device, seconds, quick)
+    log(f"  {name}: sequential (torch.optim): {seq:12.0f} cfg-steps/s")
+    light = lightning_rate(task, device, seconds, quick)
+    log(f"  {name}: lightning Trainer:        {light:12.0f} cfg-steps/s")
+    best_k = max(by_k, key=by_k.get)
+    best = by_k[best_k]
+    flops = flops_per_config_step(task, device)
+    return {
+        "task": task.config,
+        "population_cfg_steps_per_s": best,
+        "population_best_k": int(best_k),
+        "population_by_k": by_k,
+        "sequential_cfg_steps_per_s": seq,
+        "lightning_cfg_steps_per_s": light,
+        "speedup_vs_sequential": best / seq,
+        "speedup_vs_lightning": best / light,
+        "flops_per_cfg_step": flops,
+        "population_flops_per_s": flops * best,
+        "fraction_of_matmul_peak": flops * best / peak,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--json", action="store_true", help="print only the JSON report on stdout")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--ks", nargs="+", type=int, default=None, help="population sizes to try")
+    parser.add_argument("--seconds", type=float, default=None, help="target time per measurement")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but CUDA is not available")
+    ks = tuple(args.ks) if args.ks else QUICK_KS if args.quick else CUDA_KS if args.device == "cuda" else CPU_KS
+    seconds = args.seconds or (0.05 if args.quick else 1.5)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    log(f"device {device_name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    peak = matmul_peak(args.device, args.quick)
+    log(f"matmul peak (float32): {peak / 1e9:.1f} GFLOP/s")
+    report: dict[str, Any] = {"device": args.device, "device_name": device_name,
+                              "torch": torch.__version__, "threads": torch.get_num_threads(),
+                              "matmul_peak_flops": peak, "quick": args.quick, "cases": {}}
+    for name in args.cases:
+        case = run_case(name, args.device, ks, seconds, args.quick, peak, log)
+        report["cases"][name] = case
+        log(f"  {name}: population / sequential = {case['speedup_vs_sequential']:.1f}x, "
+            f"/ lightning = {case['speedup_vs_lightning']:.1f}x, "
+            f"{case['population_flops_per_s'] / 1e9:.2f} GFLOP/s "
+            f"({100 * case['fraction_of_matmul_peak']:.1f}% of matmul peak)")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

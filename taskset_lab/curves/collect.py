@@ -1,0 +1,194 @@
+"""Curve collection: tasks x M configs of one optimizer family x R replicas into a store.
+
+Config ``i`` (``0 <= i < num_configs``) has the hparams ``family.sample(config_seed_offset + i)``.
+The work is cut into items ``(task, config chunk, replica)``, enumerated task by task, then
+chunk, then replica; item ``n`` belongs to shard ``n % num_shards``. Each item is one
+population run and one store part (see :mod:`taskset_lab.curves.store`); finished parts
+are skipped, so a killed collection restarts where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from taskset_lab.curves.store import RUNS_DIR, SUFFIX, part_done, part_name, write_part
+from taskset_lab.engine.population import DEFAULT_DIVERGENCE_FACTOR, PopulationResult, train_population
+from taskset_lab.errors import DataError
+from taskset_lab.tasks.base import SPLITS, Task, task_name
+from taskset_lab.tasks.registry import build_task, plain
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One population run: configs ``config_ids`` of task ``task_index``, one replica."""
+
+    index: int
+    task_index: int
+    task: str
+    chunk: int
+    config_ids: tuple[int, ...]
+    replica: int
+    part: str
+
+
+def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A task config as plain JSON data (OmegaConf nodes resolved)."""
+    config = json.loads(json.dumps(plain(spec)))
+    if not isinstance(config, dict) or "family" not in config:
+        raise ValueError(f"a task spec must be a config dict with a 'family' field, got {spec!r}")
+    return config
+
+
+def work_items(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_configs: int,
+               replicas: int, chunk_size: int) -> list[WorkItem]:
+    """Every work item of a collection, in the deterministic order shards are cut from."""
+    if num_configs < 1 or replicas < 1 or chunk_size < 1:
+        raise ValueError("num_configs, replicas and chunk_size must be >= 1")
+    items = []
+    for t, spec in enumerate(task_specs):
+        name = task_name(normalize_spec(spec))
+        for chunk, lo in enumerate(range(0, num_configs, chunk_size)):
+            ids = tuple(range(lo, min(num_configs, lo + chunk_size)))
+            for replica in range(replicas):
+                items.append(WorkItem(len(items), t, name, chunk, ids, replica,
+                                      part_name(name, optimizer, chunk, replica)))
+    return items
+
+
+def _check_finished_part(store: Path, item: WorkItem, total_steps: int, eval_every: int,
+                         config_seed_offset: int) -> None:
+    """A finished part must have been collected with the same run settings."""
+    path = store / RUNS_DIR / f"{item.part}{SUFFIX}"
+    try:
+        runs = pq.read_table(path, columns=["config_id", "config_seed", "total_steps", "eval_every"]).to_pandas()
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"unreadable runs file {path} of finished part {item.part}: {exc}") from exc
+    expected_seeds = [config_seed_offset + i for i in item.config_ids]
+    same = (sorted(runs["config_id"].tolist()) == list(item.config_ids)
+            and sorted(runs["config_seed"].tolist()) == expected_seeds
+            and set(runs["total_steps"].tolist()) == {total_steps}
+            and set(runs["eval_every"].tolist()) == {eval_every})
+    if not same:
+        raise DataError(f"part {item.part} in {store} was collected with other settings (configs, "
+                        f"config_seed_offset, total_steps or eval_every); use another store_dir")
+
+
+def result_frames(result: PopulationResult, task: str, task_family: str, task_config: dict[str, Any],
+                  optimizer: str, config_ids: Sequence[int], hparams: Sequence[Mapping[str, Any]],
+                  config_seeds: Sequence[int], replica: int, total_steps: int, eval_every: int,
+                  device: str, float_dtype: type = np.float32) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The curves rows and runs rows of one population result."""
+    k, n = result.num_configs, len(result.steps)
+    curves = pd.DataFrame({
+        "task": task, "task_family": task_family, "optimizer": optimizer,
+        "config_id": np.repeat(np.asarray(config_ids, dtype=np.int32), n),
+        "replica": np.full(k * n, replica, dtype=np.int16),
+        "step": np.tile(np.asarray(result.steps, dtype=np.int32), k),
+        **{s: result.losses[s].double().numpy().reshape(-1).astype(float_dtype) for s in SPLITS},
+    })
+    dstep = result.diverged_step.numpy().astype(np.int32)
+    runs = pd.DataFrame({
+        "task": task, "task_family": task_family,
+        "task_config": json.dumps(task_config, sort_keys=True),
+        "optimizer": optimizer,
+        "config_id": np.asarray(config_ids, dtype=np.int32),
+        "replica": np.full(k, replica, dtype=np.int16),
+        "hparams": [json.dumps(dict(h), sort_keys=True) for h in hparams],
+        "config_seed": np.asarray(config_seeds, dtype=np.int64),
+        "status": np.where(dstep >= 0, "diverged", "ok"),
+        "diverged_step": dstep,
+        "total_steps": np.full(k, total_steps, dtype=np.int32),
+        "eval_every": np.full(k, eval_every, dtype=np.int32),
+        "seconds": np.full(k, result.seconds / k, dtype=np.float64),
+        "device": device,
+    })
+    return curves, runs
+
+
+def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_configs: int,
+                   config_seed_offset: int = 0, replicas: int = 1, total_steps: int = 100,
+                   eval_every: int = 10, eval_batches: int = 4,
+                   store_dir: str | os.PathLike = "curves", shard_index: int = 0, num_shards: int = 1,
+                   chunk_size: int = 256, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32,
+                   divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
+                   data_dir: str | None = None, download: bool = False,
+                   progress: bool = True) -> dict[str, Any]:
+    """Collect the curves of this shard's work items into ``store_dir``; returns a summary."""
+    from tqdm.auto import tqdm
+
+    from taskset_lab.optim import get_family
+
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
+    family = get_family(optimizer)
+    store = Path(store_dir)
+    specs = [normalize_spec(s) for s in task_specs]
+    items = [it for it in work_items(specs, optimizer, int(num_configs), int(replicas), int(chunk_size))
+             if it.index % num_shards == shard_index]
+    todo = [it for it in items if not part_done(store, it.part)]
+    for it in items:
+        if part_done(store, it.part):
+            _check_finished_part(store, it, int(total_steps), int(eval_every), int(config_seed_offset))
+    skipped = len(items) - len(todo)
+    if skipped:
+        log.info("curve store %s: skipping %d finished parts of %d in shard %d/%d", store, skipped,
+                 len(items), shard_index, num_shards)
+    float_dtype = np.float64 if dtype == torch.float64 else np.float32
+    device_name = str(torch.device(device))
+    start = time.perf_counter()
+    cfg_steps, n_runs, n_diverged = 0, 0, 0
+    built: tuple[int, Task] | None = None
+    bar = tqdm(todo, desc=f"curves {optimizer}", unit="part", disable=True if not progress else None)
+    for it in bar:
+        if built is None or built[0] != it.task_index:
+            task = build_task(specs[it.task_index], data_dir=data_dir, download=download)
+            built = (it.task_index, task.to(device, dtype))  # data moved once per task
+        task = built[1]
+        seeds = [int(config_seed_offset) + i for i in it.config_ids]
+        hparams = [family.sample(s) for s in seeds]
+        result = train_population(task, family, hparams, int(total_steps), int(eval_every),
+                                  eval_batches=int(eval_batches), replica=it.replica, device=device,
+                                  dtype=dtype, divergence_factor=float(divergence_factor))
+        curves, runs = result_frames(result, it.task, task.family, specs[it.task_index], optimizer,
+                                     it.config_ids, hparams, seeds, it.replica, int(total_steps),
+                                     int(eval_every), device_name, float_dtype)
+        write_part(store, it.part, curves, runs)
+        cfg_steps += len(it.config_ids) * int(total_steps)
+        n_runs += len(it.config_ids)
+        n_diverged += int(result.diverged.sum())
+        elapsed = time.perf_counter() - start
+        bar.set_postfix({"cfg-steps/s": f"{cfg_steps / max(elapsed, 1e-9):.0f}", "diverged": n_diverged})
+    bar.close()
+    seconds = time.perf_counter() - start
+    return {
+        "store_dir": str(store),
+        "optimizer": optimizer,
+        "tasks": len(specs),
+        "configs": int(num_configs),
+        "replicas": int(replicas),
+        "shard_index": int(shard_index),
+        "num_shards": int(num_shards),
+        "parts_total": len(items),
+        "parts_done": len(todo),
+        "parts_skipped": skipped,
+        "runs": n_runs,
+        "diverged_fraction": n_diverged / n_runs if n_runs else None,
+        "seconds": seconds,
+        "config_steps": cfg_steps,
+        "config_steps_per_s": cfg_steps / seconds if cfg_steps and seconds > 0 else None,
+    }
+

@@ -1,0 +1,14 @@
+"""Training engines: a vectorised population of configs, and one config at a time."""
+
+from taskset_lab.engine.population import (
+    DEFAULT_DIVERGENCE_FACTOR,
+    PopulationResult,
+    divergence_bound,
+    eval_steps,
+    init_seed,
+    train_population,
+)
+from taskset_lab.engine.single import train_single
+
+__all__ = ["DEFAULT_DIVERGENCE_FACTOR", "PopulationResult", "divergence_bound", "eval_steps",
+           "init_seed", "train_population", "train_single"]

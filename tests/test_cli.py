@@ -26,7 +26,7 @@ def test_missing_and_unknown_index_list_available(tmp_path):
     line = _one_error_line(run_tasklab(["pipeline=TRAIN"], tmp_path))
     assert "missing index" in line and "train_mlp_digits" in line
     line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=nope"], tmp_path))
-    assert "unknown index 'nope'" in line and "train_quadratic" in line
+    assert "unknown index 'nope'" in line and "quickstart" in line
 
 
 def test_index_for_another_pipeline(tmp_path):

@@ -170,8 +170,8 @@ class RecurrentCore(nn.Module):
         h = torch.zeros_like(proj[:, 0, : self.hidden_size])
         c = h
         outs = []
-        for t in range(proj.shape[1]):
-            x_t = proj[:, t]
+        # unbind, not proj[:, t]: the backward of each index would write a full-size zero tensor
+        for x_t in proj.unbind(1):
             h_proj = F.linear(h, self.w_h)
             if self.kind == "rnn":
                 h = torch.tanh(x_t + h_proj)

@@ -1,0 +1,92 @@
+"""HPARAM_LIST: learn an ordered hparam list from a curve store and evaluate it on held-out tasks."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from taskset_lab.errors import ConfigError, DataError
+from taskset_lab.pipelines.base import Pipeline
+from taskset_lab.pipelines.curves import check_collection_fields, run_collection
+from taskset_lab.tasks.base import SPLITS
+
+log = logging.getLogger(__name__)
+
+
+class HparamListPipeline(Pipeline):
+    name = "HPARAM_LIST"
+    required_fields = ("expr_name", "output_dir", "curves_dir", "search_space.family", "hparam_list",
+                       "hparam_list.length")
+
+    def check(self) -> None:
+        hl = self.cfg.hparam_list
+        for field in ("select_split", "report_split"):
+            if hl.get(field, None) not in SPLITS:
+                raise ConfigError(f"hparam_list.{field}", f"must be one of {SPLITS}, got {hl.get(field)!r}")
+        if hl.get("reduce", "best") not in ("best", "final"):
+            raise ConfigError("hparam_list.reduce", f"must be 'best' or 'final', got {hl.reduce!r}")
+        if not float(hl.get("cap", 1.5)) > 0:
+            raise ConfigError("hparam_list.cap", f"must be > 0, got {hl.cap!r}")
+        self.require_positive_int("hparam_list.length")
+        folds = OmegaConf.select(self.cfg, "hparam_list.folds", default=5)
+        if not isinstance(folds, int) or folds < 2:
+            raise ConfigError("hparam_list.folds", f"must be an integer >= 2, got {folds!r}")
+        if not self._store_has_parts() and OmegaConf.select(self.cfg, "collect_if_missing", default=False):
+            check_collection_fields(self.cfg)
+
+    def _store_has_parts(self) -> bool:
+        return any((Path(str(self.cfg.curves_dir)) / "curves").glob("*.parquet"))
+
+    def run(self) -> dict[str, Any]:
+        from taskset_lab.curves.store import read_curves, read_runs
+        from taskset_lab.hparam_list import (build_hparam_list, evaluate_hparam_list, format_table,
+                                             hparams_frame, learn_hparam_list, normalization_info,
+                                             normalized_losses, task_families, write_report)
+        from taskset_lab.pipelines.building import build_loggers, finish_loggers
+        from taskset_lab.viz.plots import plot_hparam_list_results
+
+        cfg, hl = self.cfg, self.cfg.hparam_list
+        self.save_config()
+        store = Path(str(cfg.curves_dir))
+        if not self._store_has_parts():
+            if not OmegaConf.select(cfg, "collect_if_missing", default=False):
+                raise DataError(f"no curve store at {store}; run pipeline=CURVES first or set collect_if_missing=true")
+        # Always run collection when allowed: it skips finished parts and completes a partial store.
+        if OmegaConf.select(cfg, "collect_if_missing", default=False):
+            run_collection(cfg, store)
+        optimizer = str(cfg.search_space.family)
+        curves = read_curves(store, optimizers=[optimizer])
+        runs = read_runs(store, optimizers=[optimizer])
+        norm = normalized_losses(curves, runs, select_split=hl.select_split, report_split=hl.report_split,
+                                 reduce=hl.reduce, cap=float(hl.cap), optimizer=optimizer)
+        hparams = hparams_frame(runs, optimizer=optimizer)
+        config_ids, objective = learn_hparam_list(norm, int(hl.length))
+        tasks = sorted(norm["task"].unique())
+        tpe = OmegaConf.select(cfg, "hparam_list.tpe", default=None) or {}
+        ks = list(OmegaConf.select(cfg, "hparam_list.ks", default=[1, 3, 10, 30]))
+        evaluation = evaluate_hparam_list(
+            norm, length=int(hl.length), folds=int(hl.folds), seed=int(OmegaConf.select(cfg, "global_seed", default=0)),
+            leave_one_family_out=bool(hl.get("leave_one_family_out", True)), hparams=hparams,
+            tpe_trials=int(tpe.get("trials", 0)) if tpe.get("enabled", False) else 0,
+            tpe_seeds=int(tpe.get("seeds", 2)), speedup_ks=ks)
+        hlist = build_hparam_list(optimizer, config_ids, hparams,
+                                  normalization_info(hl.select_split, hl.report_split, hl.reduce, float(hl.cap)),
+                                  tasks, task_families(norm, tasks), objective)
+        paths = write_report(self.output_dir, hlist, norm, evaluation)
+        plots = plot_hparam_list_results(evaluation.evaluation, self.output_dir)
+        table = format_table(evaluation.summary, speedup=evaluation.speedup)
+        loggers = build_loggers(cfg)
+        for lg in loggers:
+            if type(lg).__name__ == "WandbLogger":
+                from taskset_lab.hparam_list import log_to_wandb
+
+                log_to_wandb(lg.experiment, evaluation.summary, hlist)
+        finish_loggers(loggers)
+        print(table)
+        print(f"hparam list: {self.output_dir / 'hparam_list.json'}")
+        print(f"outputs in {self.output_dir}")
+        return {"hparam_list": hlist, "paths": {k: str(v) for k, v in paths.items()},
+                "plots": [str(p) for p in plots], "table": table}

@@ -61,6 +61,16 @@ def _draw(ax, series: dict[str, dict[str, np.ndarray]], value_key: str = "mean")
     ax.grid(True, which="both", alpha=0.3)
 
 
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    """Lay out, write and close a figure (creating its folder)."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_trials(evaluation: pd.DataFrame, path: str | Path, scheme: str = "cv") -> Path:
     """Held-out normalized loss vs trials for each method (mean over folds, band = min..max)."""
     series = trials_series(evaluation, scheme)
@@ -73,12 +83,7 @@ def plot_trials(evaluation: pd.DataFrame, path: str | Path, scheme: str = "cv") 
     ax.set_ylabel("normalized loss (held-out tasks)")
     ax.set_title(f"best normalized loss after k trials ({scheme}, {n_folds} folds)")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)
 
 
 def plot_families(evaluation: pd.DataFrame, path: str | Path) -> Path | None:
@@ -98,12 +103,7 @@ def plot_families(evaluation: pd.DataFrame, path: str | Path) -> Path | None:
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     axes.ravel()[0].legend(fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def plot_hparam_list_results(evaluation: pd.DataFrame, out_dir: str | Path) -> list[Path]:

@@ -20,6 +20,7 @@ import torch
 from taskset_lab.curves import list_parts, part_done, part_name, read_curves, read_runs, write_part
 from taskset_lab.curves.collect import collect_curves, work_items
 from taskset_lab.errors import DataError
+from taskset_lab.pipelines.curves import format_summary
 from taskset_lab.tasks import SPLITS, sample_task_config, task_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,6 +185,9 @@ def test_shards_partition_the_work_and_finished_parts_are_skipped(tmp_path):
     with pytest.raises(DataError, match="other settings"):
         collect_curves(TINY_SPECS, "adam1p", store_dir=tmp_path / "one", **{**kw, "total_steps": 9})
     assert alone["parts_done"] == 8
+    assert "(shard 1/3): 0 parts run, 3 already done; diverged -" in format_summary(again)
+    line = format_summary(alone)
+    assert "8 parts run, 0 already done" in line and f"diverged {alone['diverged_fraction']:.1%}" in line
 
 
 KILL_SCRIPT = textwrap.dedent("""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +154,7 @@ def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_
     cfg_steps, n_runs, n_diverged = 0, 0, 0
     built: tuple[int, Task] | None = None
     bar = tqdm(todo, desc=f"curves {optimizer}", unit="part", disable=True if not progress else None)
-    for it in bar:
+    for done, it in enumerate(bar):
         if built is None or built[0] != it.task_index:
             task = build_task(specs[it.task_index], data_dir=data_dir, download=download)
             built = (it.task_index, task.to(device, dtype))  # data moved once per task
@@ -171,7 +172,11 @@ def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_
         n_runs += len(it.config_ids)
         n_diverged += int(result.diverged.sum())
         elapsed = time.perf_counter() - start
-        bar.set_postfix({"cfg-steps/s": f"{cfg_steps / max(elapsed, 1e-9):.0f}", "diverged": n_diverged})
+        rate = f"{cfg_steps / max(elapsed, 1e-9):.0f}"
+        bar.set_postfix({"cfg-steps/s": rate, "diverged": n_diverged})
+        if progress and bar.disable:  # no terminal (a log file, a batch job): one line per part
+            log.info("[%d/%d] %s: %d configs in %.1f s (%s cfg-steps/s so far, %d diverged)", done + 1,
+                     len(todo), it.part, len(it.config_ids), result.seconds, rate, n_diverged)
     bar.close()
     seconds = time.perf_counter() - start
     return {
@@ -181,6 +186,8 @@ def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_
         "configs": int(num_configs),
         "replicas": int(replicas),
         "shard_index": int(shard_index),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
         "num_shards": int(num_shards),
         "parts_total": len(items),
         "parts_done": len(todo),

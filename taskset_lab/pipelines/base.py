@@ -50,10 +50,10 @@ class Pipeline:
     def output_dir(self) -> Path:
         return Path(str(self.cfg.output_dir))
 
-    def save_config(self) -> Path:
-        """Write the resolved config next to the results (``config.yaml``)."""
+    def save_config(self, name: str = "config.yaml") -> Path:
+        """Write the resolved config next to the results (``config.yaml`` by default)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "config.yaml"
+        path = self.output_dir / name
         path.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
         return path
 

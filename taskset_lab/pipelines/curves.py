@@ -27,10 +27,30 @@ class CurvesPipeline(Pipeline):
         check_collection_fields(self.cfg)
 
     def run(self) -> dict[str, Any]:
-        self.save_config()
+        # shards of a multirun share output_dir: each keeps its own config and summary
+        suffix = shard_suffix(self.cfg)
+        self.save_config(f"config{suffix}.yaml")
         summary = run_collection(self.cfg, Path(str(self.cfg.curves_dir)))
-        self.write_json("curves_summary.json", summary)
+        path = self.write_json(f"curves_summary{suffix}.json", summary)
+        log.info("%s -> %s", format_summary(summary), path)
         return summary
+
+
+def shard_suffix(cfg: DictConfig) -> str:
+    """``""`` for an unsharded run, ``"_shard-<i>-of-<n>"`` for shard i of n."""
+    shards = int(OmegaConf.select(cfg, "num_shards", default=1))
+    return "" if shards == 1 else f"_shard-{int(cfg.shard_index)}-of-{shards}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """One line for the log: what a collection did and how fast."""
+    rate = summary.get("config_steps_per_s")
+    diverged = summary.get("diverged_fraction")
+    return (f"CURVES done: {summary['tasks']} tasks x {summary['configs']} configs "
+            f"(shard {summary['shard_index']}/{summary['num_shards']}): {summary['parts_done']} parts run, "
+            f"{summary['parts_skipped']} already done; "
+            f"diverged {'-' if diverged is None else f'{diverged:.1%}'}, {summary['seconds']:.1f} s, "
+            f"{'-' if rate is None else f'{rate:,.0f}'} config-steps/s")
 
 
 def check_collection_fields(cfg: DictConfig) -> None:

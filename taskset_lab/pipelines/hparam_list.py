@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from taskset_lab.errors import ConfigError, DataError
 from taskset_lab.pipelines.base import Pipeline
-from taskset_lab.pipelines.curves import check_collection_fields, run_collection
+from taskset_lab.pipelines.curves import check_collection_fields, format_summary, run_collection
 from taskset_lab.tasks.base import SPLITS
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class HparamListPipeline(Pipeline):
                 raise DataError(f"no curve store at {store}; run pipeline=CURVES first or set collect_if_missing=true")
         # Always run collection when allowed: it skips finished parts and completes a partial store.
         if OmegaConf.select(cfg, "collect_if_missing", default=False):
-            run_collection(cfg, store)
+            log.info(format_summary(run_collection(cfg, store)))
         optimizer = str(cfg.search_space.family)
         curves = read_curves(store, optimizers=[optimizer])
         runs = read_runs(store, optimizers=[optimizer])

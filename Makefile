@@ -23,6 +23,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_population.py --device cpu
 	$(PY) benchmarks/bench_greedy.py
+	$(PY) benchmarks/bench_store.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

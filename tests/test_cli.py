@@ -65,3 +65,14 @@ def test_user_config_dir_adds_an_index(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "curve.csv").read_text().count("\n") == 1 + 5  # header + steps 0,5,10,15,20
     assert "expr_name: mine" in (out / "config.yaml").read_text()
+
+
+def test_pyproject_ships_every_config_group():
+    """A config group folder missing from pyproject's packages would not be installed."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    repo = Path(__file__).resolve().parents[1]
+    packages = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    groups = {p.name for p in (repo / "example_configs").iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert groups and {f"taskset_lab.example_configs.{g}" for g in groups} <= packages

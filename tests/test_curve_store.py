@@ -240,3 +240,25 @@ def test_killed_collection_resumes_to_the_same_store(tmp_path):
     pd.testing.assert_frame_equal(_sorted(curves), _sorted(read_curves(tmp_path / "clean")))
     runs = read_runs(store)
     assert len(runs) == 2 * 4 * 2 and not runs.duplicated(["task", "config_id", "replica"]).any()
+
+
+def test_collection_without_a_terminal_logs_one_line_per_part(tmp_path, caplog):
+    caplog.set_level("INFO", logger="taskset_lab.curves.collect")
+    summary = collect_curves(TINY_SPECS, "adam1p", num_configs=3, total_steps=4, eval_every=2, eval_batches=1,
+                             chunk_size=2, store_dir=tmp_path / "s", progress=True)  # pytest: no tty
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
+    parts = work_items(TINY_SPECS, "adam1p", 3, 1, 2)
+    assert len(lines) == summary["parts_done"] == len(parts)
+    assert lines[-1].startswith(f"[{len(parts)}/{len(parts)}] {parts[-1].part}: 1 configs in ")
+
+
+def test_store_benchmark_queries_match_the_simple_way():
+    """benchmarks/bench_store.py checks read_curves against plain pandas filtering."""
+    repo = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_store.py"), "--tasks", "8",
+                          "--configs", "4", "--evals", "3", "--json"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    rows = {name: q["rows_returned"] for name, q in report["queries"].items()}
+    assert rows == {"one_task": 12, "family_test_split": 24, "configs_0_to_7": 96, "everything": 96}
+    assert all(q["speedup_vs_simple"] > 0 for q in report["queries"].values())

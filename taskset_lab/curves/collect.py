@@ -153,8 +153,10 @@ def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_
     start = time.perf_counter()
     cfg_steps, n_runs, n_diverged = 0, 0, 0
     built: tuple[int, Task] | None = None
-    bar = tqdm(todo, desc=f"curves {optimizer}", unit="part", disable=True if not progress else None)
-    for done, it in enumerate(bar):
+    # one bar over config-steps (its rate is config-steps/s), advanced at every evaluation
+    bar = tqdm(total=sum(len(it.config_ids) for it in todo) * int(total_steps), desc=f"curves {optimizer}",
+               unit="cfg-step", unit_scale=True, disable=True if not progress else None)
+    for done, it in enumerate(todo):
         if built is None or built[0] != it.task_index:
             task = build_task(specs[it.task_index], data_dir=data_dir, download=download)
             built = (it.task_index, task.to(device, dtype))  # data moved once per task
@@ -163,7 +165,8 @@ def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_
         hparams = [family.sample(s) for s in seeds]
         result = train_population(task, family, hparams, int(total_steps), int(eval_every),
                                   eval_batches=int(eval_batches), replica=it.replica, device=device,
-                                  dtype=dtype, divergence_factor=float(divergence_factor))
+                                  dtype=dtype, divergence_factor=float(divergence_factor),
+                                  progress=None if bar.disable else bar.update)
         curves, runs = result_frames(result, it.task, task.family, specs[it.task_index], optimizer,
                                      it.config_ids, hparams, seeds, it.replica, int(total_steps),
                                      int(eval_every), device_name, float_dtype)
@@ -171,11 +174,10 @@ def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_
         cfg_steps += len(it.config_ids) * int(total_steps)
         n_runs += len(it.config_ids)
         n_diverged += int(result.diverged.sum())
-        elapsed = time.perf_counter() - start
-        rate = f"{cfg_steps / max(elapsed, 1e-9):.0f}"
-        bar.set_postfix({"cfg-steps/s": rate, "diverged": n_diverged})
+        bar.set_postfix({"part": f"{done + 1}/{len(todo)}", "task": it.task, "diverged": n_diverged})
         if progress and bar.disable:  # no terminal (a log file, a batch job): one line per part
-            log.info("[%d/%d] %s: %d configs in %.1f s (%s cfg-steps/s so far, %d diverged)", done + 1,
+            rate = cfg_steps / max(time.perf_counter() - start, 1e-9)
+            log.info("[%d/%d] %s: %d configs in %.1f s (%.0f cfg-steps/s so far, %d diverged)", done + 1,
                      len(todo), it.part, len(it.config_ids), result.seconds, rate, n_diverged)
     bar.close()
     seconds = time.perf_counter() - start

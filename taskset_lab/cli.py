@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from taskset_lab.errors import TasklabError
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (SIGINT)
 log = logging.getLogger("taskset_lab")
 
 
@@ -127,6 +128,9 @@ def _hydra_entry(cfg: Any) -> None:
     except TasklabError as exc:
         print(f"tasklab: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:  # what was finished is on disk; the pipeline logged where
+        print("tasklab: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -92,23 +92,30 @@ def run_collection(cfg: DictConfig, store_dir: Path) -> dict[str, Any]:
     log.info("CURVES: %d tasks x %d %s configs x %d replicas, %d steps -> %s", len(tasks),
              cfg.search_space.num_configs, cfg.search_space.family,
              OmegaConf.select(cfg, "replicas", default=1), cfg.total_steps, store_dir)
-    return collect_curves(
-        task_specs=tasks,
-        optimizer=str(cfg.search_space.family),
-        num_configs=int(cfg.search_space.num_configs),
-        config_seed_offset=int(OmegaConf.select(cfg, "search_space.seed_offset", default=0)),
-        replicas=int(OmegaConf.select(cfg, "replicas", default=1)),
-        total_steps=int(cfg.total_steps),
-        eval_every=int(cfg.eval_every),
-        eval_batches=int(learner.eval_batches),
-        store_dir=store_dir,
-        shard_index=int(OmegaConf.select(cfg, "shard_index", default=0)),
-        num_shards=int(OmegaConf.select(cfg, "num_shards", default=1)),
-        chunk_size=int(learner.chunk_size),
-        device=device,
-        dtype=getattr(torch, str(OmegaConf.select(learner, "dtype", default="float32"))),
-        divergence_factor=float(learner.divergence_factor),
-        data_dir=str(cfg.misc.data_dir),
-        download=bool(cfg.misc.download),
-        progress=bool(OmegaConf.select(cfg, "progress", default=True)),
-    )
+    try:
+        return collect_curves(
+            task_specs=tasks,
+            optimizer=str(cfg.search_space.family),
+            num_configs=int(cfg.search_space.num_configs),
+            config_seed_offset=int(OmegaConf.select(cfg, "search_space.seed_offset", default=0)),
+            replicas=int(OmegaConf.select(cfg, "replicas", default=1)),
+            total_steps=int(cfg.total_steps),
+            eval_every=int(cfg.eval_every),
+            eval_batches=int(learner.eval_batches),
+            store_dir=store_dir,
+            shard_index=int(OmegaConf.select(cfg, "shard_index", default=0)),
+            num_shards=int(OmegaConf.select(cfg, "num_shards", default=1)),
+            chunk_size=int(learner.chunk_size),
+            device=device,
+            dtype=getattr(torch, str(OmegaConf.select(learner, "dtype", default="float32"))),
+            divergence_factor=float(learner.divergence_factor),
+            data_dir=str(cfg.misc.data_dir),
+            download=bool(cfg.misc.download),
+            progress=bool(OmegaConf.select(cfg, "progress", default=True)),
+        )
+    except KeyboardInterrupt:
+        from taskset_lab.curves.store import list_parts
+
+        log.warning("interrupted: %d finished parts are kept in %s; the same command with curves_dir=%s "
+                    "continues from there", len(list_parts(store_dir)), store_dir, store_dir)
+        raise

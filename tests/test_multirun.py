@@ -69,30 +69,3 @@ def test_multirun_shards_fill_one_store(launcher, tmp_path, unsharded):
     pids = {s["pid"] for s in summaries}
     assert len(pids) >= 2 and os.getpid() not in pids
 
-
-def test_ctrl_c_keeps_finished_parts_and_says_how_to_continue(tmp_path):
-    """SIGINT mid-collection: exit 130, one hint naming the store, finished parts readable."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    store = tmp_path / "out" / "curves"
-    args = ["pipeline=CURVES", "index=curves_quickstart", "task_set=tiny", "search_space.num_configs=4",
-            "total_steps=1000", "eval_every=500", "learner.eval_batches=1", "progress=false",
-            f"output_dir={tmp_path / 'out'}"]
-    proc = subprocess.Popen([sys.executable, "-m", "taskset_lab", *args], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 240
-    while not list_parts(store) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the collection ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
-    assert "tasklab: interrupted" in err and "Traceback" not in err
-    kept = list_parts(store)
-    assert 1 <= len(kept) < 7  # tiny has 7 tasks, one part each
-    assert f"{len(kept)} finished parts are kept in {store}; the same command with curves_dir={store}" in out + err
-    assert len(read_runs(store)) == 4 * len(kept)

@@ -123,12 +123,17 @@ def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_
                    config_seed_offset: int = 0, replicas: int = 1, total_steps: int = 100,
                    eval_every: int = 10, eval_batches: int = 4,
                    store_dir: str | os.PathLike = "curves", shard_index: int = 0, num_shards: int = 1,
-                   chunk_size: int = 256, device: torch.device | str = "cpu",
+                   chunk_size: int = 256, max_population: int | None = None,
+                   device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32,
                    divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
                    data_dir: str | None = None, download: bool = False,
                    progress: bool = True) -> dict[str, Any]:
-    """Collect the curves of this shard's work items into ``store_dir``; returns a summary."""
+    """Collect the curves of this shard's work items into ``store_dir``; returns a summary.
+
+    ``chunk_size`` configs make one work item (one store part); ``max_population`` caps how
+    many of them one vmapped step trains (``None``: as many as fit in memory).
+    """
     from tqdm.auto import tqdm
 
     from taskset_lab.optim import get_family
@@ -166,7 +171,7 @@ def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_
         result = train_population(task, family, hparams, int(total_steps), int(eval_every),
                                   eval_batches=int(eval_batches), replica=it.replica, device=device,
                                   dtype=dtype, divergence_factor=float(divergence_factor),
-                                  progress=None if bar.disable else bar.update)
+                                  max_chunk=max_population, progress=None if bar.disable else bar.update)
         curves, runs = result_frames(result, it.task, task.family, specs[it.task_index], optimizer,
                                      it.config_ids, hparams, seeds, it.replica, int(total_steps),
                                      int(eval_every), device_name, float_dtype)

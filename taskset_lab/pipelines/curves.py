@@ -72,6 +72,9 @@ def check_collection_fields(cfg: DictConfig) -> None:
     if family not in optimizer_families():
         raise ConfigError("search_space.family",
                           f"unknown optimizer family {family!r}; known: {', '.join(optimizer_families())}")
+    population = OmegaConf.select(cfg, "learner.max_population", default=None)
+    if population is not None and (isinstance(population, bool) or not isinstance(population, int) or population < 1):
+        raise ConfigError("learner.max_population", f"must be a positive integer or null, got {population!r}")
     dtype = OmegaConf.select(cfg, "learner.dtype", default="float32")
     if dtype not in ENGINE_DTYPES:
         raise ConfigError("learner.dtype", f"must be one of {ENGINE_DTYPES}, got {dtype!r}")
@@ -106,6 +109,7 @@ def run_collection(cfg: DictConfig, store_dir: Path) -> dict[str, Any]:
             shard_index=int(OmegaConf.select(cfg, "shard_index", default=0)),
             num_shards=int(OmegaConf.select(cfg, "num_shards", default=1)),
             chunk_size=int(learner.chunk_size),
+            max_population=OmegaConf.select(learner, "max_population", default=None),
             device=device,
             dtype=getattr(torch, str(OmegaConf.select(learner, "dtype", default="float32"))),
             divergence_factor=float(learner.divergence_factor),

@@ -1,0 +1,81 @@
+"""The CURVES pipeline in one process: summary, store, engine population cap, field checks,
+and Ctrl-C through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import compose
+from taskset_lab.cli import run_pipeline
+from taskset_lab.curves.collect import collect_curves
+from taskset_lab.curves.store import list_parts, read_curves, read_runs
+from taskset_lab.errors import TasklabError
+from taskset_lab.tasks.task_set import resolve_task_set
+
+SMALL = ["task_set=tiny", "search_space.num_configs=5", "total_steps=6", "eval_every=3",
+         "learner.eval_batches=1", "learner.dtype=float64", "progress=false"]
+
+
+def test_curves_pipeline_with_a_population_cap_matches_one_population(tmp_path):
+    """learner.max_population=2 trains 5 configs as populations of 2, 2, 1: same curves."""
+    cfg = compose("curves_quickstart", [*SMALL, f"output_dir={tmp_path / 'run'}", "learner.max_population=2"])
+    summary = run_pipeline(cfg)
+    assert json.loads((tmp_path / "run" / "curves_summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert summary["parts_done"] == len(list_parts(tmp_path / "run" / "curves")) == 7
+    assert summary["runs"] == 35 and summary["config_steps"] == 35 * 6
+
+    ref = tmp_path / "ref"
+    collect_curves(resolve_task_set(cfg.task_set), "nadamw", num_configs=5, total_steps=6, eval_every=3,
+                   eval_batches=1, store_dir=ref, dtype=torch.float64, progress=False)
+    key = ["task", "config_id", "step"]
+    mine = read_curves(tmp_path / "run" / "curves").sort_values(key).reset_index(drop=True)
+    theirs = read_curves(ref).sort_values(key).reset_index(drop=True)
+    assert mine[key].equals(theirs[key])
+    for split in ("train", "valid_inner", "valid_outer", "test"):
+        np.testing.assert_allclose(mine[split].to_numpy(), theirs[split].to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("learner.max_population=0", "learner.max_population"),
+    ("learner.max_population=2.5", "learner.max_population"),
+    ("learner.dtype=float16", "learner.dtype"),
+    ("shard_index=3", "shard_index"),
+    ("search_space.family=nope", "search_space.family"),
+])
+def test_bad_collection_fields_are_named(tmp_path, override, field):
+    cfg = compose("curves_quickstart", [*SMALL, f"output_dir={tmp_path}", override])
+    with pytest.raises(TasklabError, match=field.replace(".", r"\.")):
+        run_pipeline(cfg)
+    assert not list_parts(tmp_path / "curves")  # nothing ran
+
+
+def test_ctrl_c_keeps_finished_parts_and_says_how_to_continue(tmp_path):
+    """SIGINT mid-collection: exit 130, one hint naming the store, finished parts readable."""
+    store = tmp_path / "out" / "curves"
+    args = ["pipeline=CURVES", "index=curves_quickstart", "task_set=tiny", "search_space.num_configs=4",
+            "total_steps=1000", "eval_every=500", "learner.eval_batches=1", "progress=false",
+            f"output_dir={tmp_path / 'out'}"]
+    proc = subprocess.Popen([sys.executable, "-m", "taskset_lab", *args], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + 240
+    while not list_parts(store) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the collection ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "tasklab: interrupted" in err and "Traceback" not in err
+    kept = list_parts(store)
+    assert 1 <= len(kept) < 7  # tiny has 7 tasks, one part each
+    assert f"{len(kept)} finished parts are kept in {store}; the same command with curves_dir={store}" in out + err
+    assert len(read_runs(store)) == 4 * len(kept)

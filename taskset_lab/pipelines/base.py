@@ -14,6 +14,16 @@ from taskset_lab.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
+def require_positive_int(cfg: DictConfig, field: str, default: Any = None, nullable: bool = False) -> int | None:
+    """``cfg.<field>`` as a positive int (``default`` where absent; ``None`` allowed if ``nullable``)."""
+    value = OmegaConf.select(cfg, field, default=default)
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(field, f"must be a positive integer{' or null' if nullable else ''}, got {value!r}")
+    return value
+
+
 class Pipeline:
     """Validate the composed config (``sanity_check``), then ``run`` it.
 
@@ -40,10 +50,7 @@ class Pipeline:
         """Pipeline-specific checks; raise :class:`ConfigError` naming the field."""
 
     def require_positive_int(self, field: str) -> int:
-        value = OmegaConf.select(self.cfg, field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(field, f"must be a positive integer, got {value!r}")
-        return value
+        return require_positive_int(self.cfg, field)
 
     # -- running ----------------------------------------------------------------------
     @property

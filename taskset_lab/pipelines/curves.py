@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from taskset_lab.errors import ConfigError
-from taskset_lab.pipelines.base import Pipeline
+from taskset_lab.pipelines.base import Pipeline, require_positive_int
 from taskset_lab.tasks.task_set import resolve_task_set
 
 log = logging.getLogger(__name__)
@@ -59,9 +59,8 @@ def check_collection_fields(cfg: DictConfig) -> None:
 
     for field in ("total_steps", "eval_every", "search_space.num_configs", "replicas",
                   "num_shards", "learner.eval_batches", "learner.chunk_size"):
-        value = OmegaConf.select(cfg, field, default=1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(field, f"must be a positive integer, got {value!r}")
+        require_positive_int(cfg, field, default=1)
+    require_positive_int(cfg, "learner.max_population", nullable=True)
     if cfg.eval_every > cfg.total_steps:
         raise ConfigError("eval_every", f"({cfg.eval_every}) is larger than total_steps ({cfg.total_steps})")
     shard = OmegaConf.select(cfg, "shard_index", default=0)
@@ -72,9 +71,6 @@ def check_collection_fields(cfg: DictConfig) -> None:
     if family not in optimizer_families():
         raise ConfigError("search_space.family",
                           f"unknown optimizer family {family!r}; known: {', '.join(optimizer_families())}")
-    population = OmegaConf.select(cfg, "learner.max_population", default=None)
-    if population is not None and (isinstance(population, bool) or not isinstance(population, int) or population < 1):
-        raise ConfigError("learner.max_population", f"must be a positive integer or null, got {population!r}")
     dtype = OmegaConf.select(cfg, "learner.dtype", default="float32")
     if dtype not in ENGINE_DTYPES:
         raise ConfigError("learner.dtype", f"must be one of {ENGINE_DTYPES}, got {dtype!r}")

@@ -39,6 +39,24 @@ def run_tasklab(args: list[str], cwd: Path, timeout: float = 300, env: dict | No
                           text=True, timeout=timeout, env=full_env)
 
 
+def interrupt_tasklab(args: list[str], cwd: Path, ready, wait: float = 180):
+    """Start `tasklab <args>`, send SIGINT (Ctrl-C) once ``ready()`` is true; returns the
+    finished process's ``(returncode, stdout, stderr)``."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "taskset_lab", *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.time() + wait
+    while not ready() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stdout, stderr
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -4,17 +4,12 @@ and Ctrl-C through the real CLI."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import compose
+from conftest import compose, interrupt_tasklab
 from taskset_lab.cli import run_pipeline
 from taskset_lab.curves.collect import collect_curves
 from taskset_lab.curves.store import list_parts, read_curves, read_runs
@@ -61,19 +56,11 @@ def test_bad_collection_fields_are_named(tmp_path, override, field):
 def test_ctrl_c_keeps_finished_parts_and_says_how_to_continue(tmp_path):
     """SIGINT mid-collection: exit 130, one hint naming the store, finished parts readable."""
     store = tmp_path / "out" / "curves"
-    args = ["pipeline=CURVES", "index=curves_quickstart", "task_set=tiny", "search_space.num_configs=4",
-            "total_steps=1000", "eval_every=500", "learner.eval_batches=1", "progress=false",
-            f"output_dir={tmp_path / 'out'}"]
-    proc = subprocess.Popen([sys.executable, "-m", "taskset_lab", *args], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.time() + 240
-    while not list_parts(store) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    assert proc.poll() is None, "the collection ended before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    rc, out, err = interrupt_tasklab(
+        ["pipeline=CURVES", "index=curves_quickstart", "task_set=tiny", "search_space.num_configs=4",
+         "total_steps=1000", "eval_every=500", "learner.eval_batches=1", "progress=false",
+         f"output_dir={tmp_path / 'out'}"], tmp_path, ready=lambda: bool(list_parts(store)))
+    assert rc == 130, err[-2000:]
     assert "tasklab: interrupted" in err and "Traceback" not in err
     kept = list_parts(store)
     assert 1 <= len(kept) < 7  # tiny has 7 tasks, one part each

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from conftest import compose
+from conftest import compose, interrupt_tasklab
 from taskset_lab.cli import run_pipeline
 from taskset_lab.errors import TasklabError
 
@@ -72,3 +72,18 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path, monkeypatch):
     test_losses = [row["loss/test"] for row in history if "loss/test" in row]
     assert len(test_losses) == len(curve)
     assert test_losses == pytest.approx(list(curve["test"]), rel=1e-6)
+
+
+def test_ctrl_c_writes_the_curve_so_far_and_says_how_to_resume(tmp_path):
+    """SIGINT through the real CLI: Lightning shuts down, tasklab exits 130 with curve.csv kept."""
+    out = tmp_path / "run"
+    checkpoint = out / "checkpoints" / "last.ckpt"
+    rc, stdout, stderr = interrupt_tasklab(
+        ["pipeline=TRAIN", "index=train_mlp_digits", "total_steps=1000000", "eval_every=50", "logger=csv",
+         f"output_dir={out}", "trainer.enable_progress_bar=false"], tmp_path, ready=checkpoint.is_file)
+    assert rc == 130, stderr[-2000:]
+    assert "tasklab: interrupted" in stderr and "Traceback" not in stderr
+    assert f"resume=true output_dir={out}" in stdout + stderr
+    curve = pd.read_csv(out / "curve.csv")
+    assert len(curve) >= 2 and (curve["step"] % 50 == 0).all() and curve["step"].is_monotonic_increasing
+    assert curve["train"].notna().all()

@@ -50,12 +50,20 @@ class TrainPipeline(Pipeline):
         log.info("TRAIN %s with %s for %d steps -> %s", task.name, cfg.optimizer._target_,
                  cfg.total_steps, self.output_dir)
         start = time.perf_counter()
-        trainer.fit(learner, ckpt_path=ckpt)
+        try:
+            trainer.fit(learner, ckpt_path=ckpt)
+        except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown and exit(1)
+            if not trainer.interrupted:
+                raise
+            self.write_curve(task.name, learner.curve)
+            finish_loggers(loggers)
+            log.warning("interrupted at step %d: the curve so far is in %s; continue from the last "
+                        "checkpoint with: resume=true output_dir=%s", learner.global_step,
+                        self.output_dir / "curve.csv", self.output_dir)
+            raise KeyboardInterrupt from None
         seconds = time.perf_counter() - start
 
-        curve = pd.DataFrame(learner.curve)
-        curve.insert(0, "task", task.name)
-        curve.to_csv(self.output_dir / "curve.csv", index=False)
+        self.write_curve(task.name, learner.curve)
         final = learner.final_losses
         finish_loggers(loggers)
         summary = {"task": task.name, "task_config": task.config, "steps": int(learner.global_step),
@@ -68,3 +76,11 @@ class TrainPipeline(Pipeline):
         print(f"TRAIN done: {task.name}, {learner.global_step} steps, final test loss "
               f"{final['test']:.4g}; outputs in {self.output_dir}")
         return summary
+
+    def write_curve(self, task: str, rows: list[dict[str, Any]]) -> Path:
+        """The evaluations so far as ``curve.csv`` (one row per evaluation step)."""
+        curve = pd.DataFrame(rows)
+        curve.insert(0, "task", task)
+        path = self.output_dir / "curve.csv"
+        curve.to_csv(path, index=False)
+        return path

@@ -44,6 +44,12 @@ def test_resume_continues_the_same_curve(tmp_path):
     assert list(resumed["step"]) == [0, 5, 10, 15, 20]
     pd.testing.assert_frame_equal(resumed, full, rtol=1e-6)
     assert summary["steps"] == 20
+    # the CSV logger's metrics.csv keeps the rows logged before the interruption too
+    metrics = {run: pd.read_csv(tmp_path / run / "csv" / "metrics.csv") for run in ("full", "part")}
+    evals = {run: m.dropna(subset=["loss/test"]).set_index("step")["loss/test"] for run, m in metrics.items()}
+    assert list(evals["part"].index) == [0, 5, 10, 15, 20]
+    pd.testing.assert_series_equal(evals["part"], evals["full"], rtol=1e-6)
+    assert metrics["part"]["train_loss"].notna().sum() == metrics["full"]["train_loss"].notna().sum()
 
 
 def test_resume_without_checkpoint_names_the_field(tmp_path):

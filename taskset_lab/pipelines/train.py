@@ -49,6 +49,7 @@ class TrainPipeline(Pipeline):
         ckpt = str(self.last_checkpoint()) if OmegaConf.select(cfg, "resume", default=False) else None
         log.info("TRAIN %s with %s for %d steps -> %s", task.name, cfg.optimizer._target_,
                  cfg.total_steps, self.output_dir)
+        history = csv_metrics_history(loggers) if ckpt else {}
         start = time.perf_counter()
         try:
             trainer.fit(learner, ckpt_path=ckpt)
@@ -61,6 +62,8 @@ class TrainPipeline(Pipeline):
                         "checkpoint with: resume=true output_dir=%s", learner.global_step,
                         self.output_dir / "curve.csv", self.output_dir)
             raise KeyboardInterrupt from None
+        finally:
+            restore_csv_history(history)
         seconds = time.perf_counter() - start
 
         self.write_curve(task.name, learner.curve)
@@ -84,3 +87,24 @@ class TrainPipeline(Pipeline):
         path = self.output_dir / "curve.csv"
         curve.to_csv(path, index=False)
         return path
+
+
+def csv_metrics_history(loggers: list[Any]) -> dict[Path, pd.DataFrame]:
+    """Each CSV logger's ``metrics.csv`` before a resumed fit (Lightning deletes the file when
+    it logs into an existing folder)."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    history = {}
+    for logger in loggers:
+        path = Path(logger.log_dir) / "metrics.csv" if isinstance(logger, CSVLogger) else None
+        if path is not None and path.is_file():
+            history[path] = pd.read_csv(path)
+    return history
+
+
+def restore_csv_history(history: dict[Path, pd.DataFrame]) -> None:
+    """Put back the rows logged before the resumed run's first logged step."""
+    for path, old in history.items():
+        new = pd.read_csv(path) if path.is_file() else old.iloc[:0]
+        kept = old[old["step"] < new["step"].min()] if len(new) else old
+        pd.concat([kept, new], ignore_index=True).to_csv(path, index=False)

@@ -32,11 +32,15 @@ def compose(index: str, overrides: list[str] | None = None, pipeline: str | None
         return hydra_compose(config_name="entrance", overrides=args)
 
 
+def _tasklab(args: list[str], env: dict | None = None) -> tuple[list[str], dict]:
+    """The command line and environment of the real `tasklab` entry point in a subprocess."""
+    return [sys.executable, "-m", "taskset_lab", *args], {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+
+
 def run_tasklab(args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None):
     """Run the real `tasklab` entry point in a subprocess."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "taskset_lab", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=full_env)
+    command, full_env = _tasklab(args, env)
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
 def interrupt_tasklab(args: list[str], cwd: Path, ready, wait: float = 180):
@@ -45,9 +49,8 @@ def interrupt_tasklab(args: list[str], cwd: Path, ready, wait: float = 180):
     import signal
     import time
 
-    proc = subprocess.Popen([sys.executable, "-m", "taskset_lab", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command, env = _tasklab(args)
+    proc = subprocess.Popen(command, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.time() + wait
     while not ready() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean mtl-demo transfer-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,12 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/tasklab pipeline=HPARAM_LIST index=quickstart
+
+mtl-demo: $(STAMP)
+	$(VENV)/bin/tasklab pipeline=MTL index=mtl_quickstart
+
+transfer-demo: $(STAMP)
+	$(VENV)/bin/tasklab pipeline=TRANSFER index=transfer_quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

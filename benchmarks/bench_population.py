@@ -10,7 +10,16 @@ on digits, a character GRU on pydoc text) it measures config-steps per second of
 * ``lightning``: one config through a ``pytorch_lightning.Trainer`` (automatic
   optimisation, no logger, no checkpoints, no progress bar).
 
-Each measurement is warmed up first, then sized to run for about ``--seconds``. The FLOPs of
+With ``--compiled``, ``compiled``: the same population step through ``torch.compile``
+(:class:`taskset_lab.engine.compiled.CompiledStep`; compile time excluded, reported apart).
+With the optional ``bench`` extra (jax, optax) installed, the MLP cases also run ``jax``: the
+same MLP, initial parameters, batches and TF-Adam formula in JAX, ``jit(vmap(step))`` called
+per step and ``lax.scan`` over all steps, interleaved with ours in the same process (the JAX
+columns are left out when jax is not installed). ``--allocator`` measures the engine's
+``mallopt`` settings on vs off (one child process each, they cannot be undone in-process).
+
+Each measurement is warmed up first, then sized to run for about ``--seconds``; ``--repeats``
+interleaved rounds, best of each kept. The FLOPs of
 one config-step (forward + backward, counted by ``torch.utils.flop_counter``) times the
 best population rate give the achieved FLOP/s, reported against a measured matmul peak.
 
@@ -23,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import subprocess
 import sys
 import time
 import warnings
@@ -50,7 +61,7 @@ def _image_config(family: str, **extra: Any) -> dict[str, Any]:
 
 def small_mlp(quick: bool) -> Task:
     """64-32-32-10 on digits (8x8 images), batch 128."""
-    return build_task(_image_config("mlp", hidden=[32, 32], batch_size=128))
+    return build_task(_image_config("lab_mlp", hidden=[32, 32], batch_size=128))
 
 
 def medium_mlp(quick: bool) -> Task:
@@ -59,26 +70,45 @@ def medium_mlp(quick: bool) -> Task:
     n = 512 if quick else 4096
     splits = {s: (torch.rand(n, 1, 28, 28, generator=gen), torch.randint(10, (n,), generator=gen))
               for s in SPLITS}
-    config = _image_config("mlp", dataset="random_mnist_shape", hidden=[128, 128], batch_size=128)
+    config = _image_config("lab_mlp", dataset="random_mnist_shape", hidden=[128, 128], batch_size=128)
     return MLPTask(config, TensorData(splits, 128, seed=0), in_features=784, num_classes=10)
 
 
 def conv(quick: bool) -> Task:
     """3x3 convs 16 -> 32 (stride 1, 2), mean pooling, on digits, batch 64."""
-    return build_task(_image_config("conv_pooling", channels=[16, 32], strides=[1, 2], padding="same",
+    return build_task(_image_config("lab_conv_pooling", channels=[16, 32], strides=[1, 2], padding="same",
                                     pooling="mean", batch_size=64))
 
 
 def rnn(quick: bool) -> Task:
     """Character GRU (embed 32, hidden 64) on pydoc text, 32 characters, batch 32."""
-    return build_task({"family": "char_rnn_language_model", "dataset": "pydoc", "core": "gru",
+    return build_task({"family": "lab_char_rnn_language_model", "dataset": "pydoc", "core": "gru",
                        "hidden": 64, "embed_dim": 32, "seq_len": 8 if quick else 32,
                        "init": {"name": "glorot_uniform", "scale": None}, "batch_size": 32,
                        "data_seed": 0})
 
 
-CASES: dict[str, Callable[[bool], Task]] = {"small_mlp": small_mlp, "medium_mlp": medium_mlp,
-                                            "conv": conv, "rnn": rnn}
+def taskset_case(name: str) -> Callable[[bool], Task]:
+    """One of TaskSet's tasks by name, on its offline stand-in (same shapes as the real data)."""
+
+    def build(quick: bool) -> Task:
+        from taskset_lab.tasks.registry import get_task
+
+        return get_task(name, offline_data="substitute")
+
+    build.__doc__ = f"TaskSet's {name} (offline stand-in)"
+    return build
+
+
+CASES: dict[str, Callable[[bool], Task]] = {
+    "small_mlp": small_mlp, "medium_mlp": medium_mlp, "conv": conv, "rnn": rnn,
+    # one case per kind of TaskSet family that landed in 0.2 (the quickstart's seeds: cheap ones)
+    "mlp_ae": taskset_case("mlp_ae_family_seed25"), "mlp_vae": taskset_case("mlp_vae_family_seed35"),
+    "conv_fc": taskset_case("conv_fc_family_seed14"), "nvp": taskset_case("nvp_family_seed5"),
+    "maf": taskset_case("maf_family_seed16"), "word_rnn_lm": taskset_case("word_rnn_language_model_family_seed11"),
+    "rnn_text_classification": taskset_case("rnn_text_classification_family_seed16"),
+    "losg": taskset_case("losg_tasks_family_seed15"),
+}
 
 
 def _sync(device: str) -> None:
@@ -90,13 +120,17 @@ def _sized_steps(per_step_s: float, seconds: float, lo: int, hi: int) -> int:
     return int(max(lo, min(hi, seconds / max(per_step_s, 1e-9))))
 
 
+def _configs(k: int) -> list[dict[str, float]]:
+    return [dict(lr=LR * (1 + i / max(k, 1)), beta1=0.9, beta2=0.999, eps=1e-8) for i in range(k)]
+
+
 def population_rate(task: Task, k: int, device: str, seconds: float, quick: bool) -> float:
-    """Config-steps/s of the population engine with ``k`` adam4p configs."""
-    configs = [dict(lr=LR * (1 + i / max(k, 1)), beta1=0.9, beta2=0.999, eps=1e-8) for i in range(k)]
+    """Config-steps/s of the population engine with ``k`` adam4p configs (eager step)."""
+    configs = _configs(k)
 
     def run(steps: int) -> float:
         result = train_population(task, ADAM4P, configs, steps, steps, eval_batches=1, device=device,
-                                  max_chunk=k)
+                                  max_chunk=k, compile=False)
         return result.seconds
 
     run(2)  # warm-up (allocations, kernels, data blocks)
@@ -104,6 +138,146 @@ def population_rate(task: Task, k: int, device: str, seconds: float, quick: bool
     per_step = run(probe) / probe
     steps = probe if quick else _sized_steps(per_step, seconds, 5, 5000)
     return k * steps / run(steps)
+
+
+class CompiledRunner:
+    """One population of ``k`` configs stepped by the compiled step; built (and compiled) once."""
+
+    def __init__(self, task: Task, k: int, device: str, steps: int = 100000):
+        from taskset_lab.engine.compiled import CompiledStep
+        from taskset_lab.engine.population import Population
+
+        self.pop = Population(task, ADAM4P, _configs(k), steps, eval_batches=1, device=device)
+        self.k = k
+        self.stepper = CompiledStep(self.pop)
+        start = time.perf_counter()
+        self.state0 = self.pop.evaluate(self.pop.init())[1]
+        self.stepper.step(self.state0)
+        self.compile_seconds = time.perf_counter() - start
+
+    def rate(self, device: str, seconds: float, quick: bool) -> float:
+        def run(steps: int) -> float:
+            state = self.state0
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                state = self.stepper.step(state)
+            float(state.diverged_step.sum())
+            return time.perf_counter() - start
+
+        run(2)
+        probe = 3 if quick else 5
+        per_step = run(probe) / probe
+        steps = probe if quick else _sized_steps(per_step, seconds, 5, 5000)
+        return self.k * steps / run(steps)
+
+
+def jax_available() -> bool:
+    try:
+        import jax  # noqa: F401
+        import optax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class JaxPeer:
+    """The same MLP case in JAX: parameters copied from ``task.init_module(0)``, the same
+    batches (``task.data.batch("train", s)``), TF Adam (ε before the bias correction) with the
+    same K hparams. ``per_step``: ``jit(vmap(step))`` called once per step; ``scan``:
+    ``lax.scan`` of that step over all steps in one call. No divergence freeze (ours has it)."""
+
+    def __init__(self, task: Task, k: int, max_steps: int):
+        import jax
+        import jax.numpy as jnp
+        import numpy as np
+
+        module = task.init_module(0)
+        if type(module).__name__ != "MLP" or module.activation != "relu":
+            raise NotImplementedError("the JAX peer covers the relu MLP cases only")
+        self.k, self.jnp, self.jax = k, jnp, jax
+        layers = [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in module.layers]
+        self.params0 = [(jnp.broadcast_to(w, (k,) + w.shape), jnp.broadcast_to(b, (k,) + b.shape))
+                        for w, b in layers]
+        cfg = _configs(k)
+        self.hp = {n: jnp.asarray(np.array([c[n] for c in cfg], dtype=np.float32))
+                   for n in ("lr", "beta1", "beta2", "eps")}
+        from taskset_lab.tasks.nn import image_input
+
+        xs, ys = [], []
+        for s in range(max_steps):
+            x, y = task.data.batch("train", s)[:2]
+            xs.append(image_input(x, module.layers[0].weight, module.center).flatten(1).numpy())
+            ys.append(y.numpy())
+        self.xs, self.ys = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
+
+        def loss(params, x, y):
+            h = x
+            for w, b in params[:-1]:
+                h = jax.nn.relu(h @ w.T + b)
+            w, b = params[-1]
+            logits = h @ w.T + b
+            logp = jax.nn.log_softmax(logits)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+        def step_one(params, m, v, t, hp, x, y):
+            value, grads = jax.value_and_grad(loss)(params, x, y)
+            lr_t = hp["lr"] * jnp.sqrt(1 - hp["beta2"] ** t) / (1 - hp["beta1"] ** t)
+            m = jax.tree_util.tree_map(lambda a, g: hp["beta1"] * a + (1 - hp["beta1"]) * g, m, grads)
+            v = jax.tree_util.tree_map(lambda a, g: hp["beta2"] * a + (1 - hp["beta2"]) * g * g, v, grads)
+            params = jax.tree_util.tree_map(lambda p, a, b: p - lr_t * a / (jnp.sqrt(b) + hp["eps"]),
+                                            params, m, v)
+            return params, m, v, value
+
+        vstep = jax.vmap(step_one, in_axes=(0, 0, 0, None, 0, None, None))
+        self.step = jax.jit(vstep)
+
+        def scan(params, m, v, xs, ys):
+            def body(carry, inp):
+                p, a, b, t = carry
+                p, a, b, value = vstep(p, a, b, t, self.hp, inp[0], inp[1])
+                return (p, a, b, t + 1.0), value
+            (p, a, b, _), values = jax.lax.scan(body, (params, m, v, jnp.float32(1.0)), (xs, ys))
+            return p, values
+
+        self.scan = jax.jit(scan)
+
+    def _zeros(self):
+        return self.jax.tree_util.tree_map(self.jnp.zeros_like, self.params0)
+
+    def run_per_step(self, steps: int) -> tuple[float, Any]:
+        params, m, v = self.params0, self._zeros(), self._zeros()
+        start = time.perf_counter()
+        for s in range(steps):
+            params, m, v, _ = self.step(params, m, v, self.jnp.float32(s + 1), self.hp, self.xs[s], self.ys[s])
+        self.jax.block_until_ready(params)
+        return time.perf_counter() - start, params
+
+    def run_scan(self, steps: int) -> tuple[float, Any]:
+        xs, ys = self.xs[:steps], self.ys[:steps]
+        self.jax.block_until_ready(self.scan(self.params0, self._zeros(), self._zeros(), xs, ys))  # compile
+        start = time.perf_counter()
+        params, _ = self.jax.block_until_ready(self.scan(self.params0, self._zeros(), self._zeros(), xs, ys))
+        return time.perf_counter() - start, params
+
+
+def jax_max_param_diff(task: Task, peer: JaxPeer, steps: int) -> float:
+    """Largest |ours - JAX| over all parameters after ``steps`` steps (float32; the check
+    that the peer trains the same thing)."""
+    import numpy as np
+
+    from taskset_lab.engine.population import Population
+
+    pop = Population(task, ADAM4P, _configs(peer.k), steps, eval_batches=1)
+    state = pop.evaluate(pop.init())[1]
+    for _ in range(steps):
+        state = pop.step(state)
+    _, params = peer.run_per_step(steps)
+    diff = 0.0
+    for i, (w, b) in enumerate(params):
+        diff = max(diff, float(np.abs(np.asarray(w) - state.params[f"layers.{i}.weight"].numpy()).max()),
+                   float(np.abs(np.asarray(b) - state.params[f"layers.{i}.bias"].numpy()).max()))
+    return diff
 
 
 def sequential_rate(task: Task, device: str, seconds: float, quick: bool) -> float:
@@ -202,18 +376,56 @@ def matmul_peak(device: str, quick: bool) -> float:
     return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
 
 
+JAX_MAX_STEPS = {"small_mlp": 300, "medium_mlp": 20}
+
+
+def _best(d: dict[str, float], key: str, value: float) -> None:
+    d[key] = max(d.get(key, 0.0), value)
+
+
 def run_case(name: str, device: str, ks: tuple[int, ...], seconds: float, quick: bool,
-             peak: float, log: Callable[[str], None]) -> dict[str, Any]:
+             peak: float, log: Callable[[str], None], repeats: int = 1, compiled: bool = False,
+             use_jax: bool = False) -> dict[str, Any]:
     task = CASES[name](quick)
     by_k: dict[str, float] = {}
-    for k in ks:
-        try:
-            by_k[str(k)] = population_rate(task, k, device, seconds, quick)
-        except torch.cuda.OutOfMemoryError:
-            log(f"  {name}: K={k} out of memory, stopping here")
-            torch.cuda.empty_cache()
-            break
-        log(f"  {name}: population K={k:>5}: {by_k[str(k)]:12.0f} cfg-steps/s")
+    comp_by_k: dict[str, float] = {}
+    compile_s: dict[str, float] = {}
+    jax_step: dict[str, float] = {}
+    jax_scan: dict[str, float] = {}
+    jax_diff: dict[str, float] = {}
+    use_jax = use_jax and name in JAX_MAX_STEPS and device == "cpu"
+    runners: dict[int, CompiledRunner] = {}
+    peers: dict[int, JaxPeer] = {}
+    for rnd in range(repeats):
+        for k in ks:
+            try:
+                _best(by_k, str(k), population_rate(task, k, device, seconds, quick))
+            except torch.cuda.OutOfMemoryError:
+                log(f"  {name}: K={k} out of memory, stopping here")
+                torch.cuda.empty_cache()
+                break
+            line = f"  {name}: round {rnd} K={k:>5}: population {by_k[str(k)]:10.0f}"
+            if compiled:
+                if k not in runners:
+                    runners[k] = CompiledRunner(task, k, device)
+                    compile_s[str(k)] = runners[k].compile_seconds
+                    if not runners[k].stepper.compiled:
+                        log(f"  {name}: torch.compile unavailable here; compiled column is the eager step")
+                _best(comp_by_k, str(k), runners[k].rate(device, seconds, quick))
+                line += f"  compiled {comp_by_k[str(k)]:10.0f}"
+            if use_jax:
+                if k not in peers:
+                    peers[k] = JaxPeer(task, k, 5 if quick else JAX_MAX_STEPS[name])
+                    peers[k].run_per_step(2)  # compile
+                    jax_diff[str(k)] = jax_max_param_diff(task, peers[k], 3)
+                peer = peers[k]
+                per = peer.run_per_step(3)[0] / 3
+                n = min(len(peer.xs), 3 if quick else _sized_steps(per, seconds, 5, 100000))
+                _best(jax_step, str(k), k * n / peer.run_per_step(n)[0])
+                n_scan = len(peer.xs)  # one length, one compile
+                _best(jax_scan, str(k), k * n_scan / peer.run_scan(n_scan)[0])
+                line += f"  jax per-step {jax_step[str(k)]:10.0f}  jax scan {jax_scan[str(k)]:10.0f}"
+            log(line + " cfg-steps/s")
     seq = sequential_rate(task, device, seconds, quick)
     log(f"  {name}: sequential (torch.optim): {seq:12.0f} cfg-steps/s")
     light = lightning_rate(task, device, seconds, quick)
@@ -221,7 +433,8 @@ def run_case(name: str, device: str, ks: tuple[int, ...], seconds: float, quick:
     best_k = max(by_k, key=by_k.get)
     best = by_k[best_k]
     flops = flops_per_config_step(task, device)
-    return {
+    ours = max([best, *comp_by_k.values()])
+    out: dict[str, Any] = {
         "task": task.config,
         "population_cfg_steps_per_s": best,
         "population_best_k": int(best_k),
@@ -232,8 +445,32 @@ def run_case(name: str, device: str, ks: tuple[int, ...], seconds: float, quick:
         "speedup_vs_lightning": best / light,
         "flops_per_cfg_step": flops,
         "population_flops_per_s": flops * best,
-        "fraction_of_matmul_peak": flops * best / peak,
+        "fraction_of_matmul_peak": flops * ours / peak,
     }
+    if compiled:
+        cbest = max(comp_by_k, key=comp_by_k.get)
+        out.update({"compiled_cfg_steps_per_s": comp_by_k[cbest], "compiled_best_k": int(cbest),
+                    "compiled_by_k": comp_by_k, "compile_seconds_by_k": compile_s,
+                    "compiled_speedup_vs_eager": comp_by_k[cbest] / best,
+                    "compiled_speedup_vs_sequential": comp_by_k[cbest] / seq})
+    if jax_step:
+        jbest = max(max(jax_step.values()), max(jax_scan.values()))
+        out.update({"jax_cfg_steps_per_s": jbest, "jax_per_step_by_k": jax_step, "jax_scan_by_k": jax_scan,
+                    "jax_max_param_diff_by_k": jax_diff, "speedup_vs_jax": ours / jbest,
+                    "speedup_vs_jax_scan": ours / max(jax_scan.values())})
+    return out
+
+
+def allocator_ratio(case: str, k: int, seconds: float, threads: int | None) -> dict[str, float]:
+    """Population rate with the engine's mallopt settings on vs off (a child process each)."""
+    rates = {}
+    for flag in ("1", "0"):
+        env = dict(os.environ, TASKLAB_MALLOPT=flag)
+        cmd = [sys.executable, os.path.abspath(__file__), "--json", "--cases", case, "--ks", str(k),
+               "--seconds", str(seconds), "--no-jax"] + (["--threads", str(threads)] if threads else [])
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+        rates[flag] = json.loads(out)["cases"][case]["population_cfg_steps_per_s"]
+    return {"k": k, "on": rates["1"], "off": rates["0"], "ratio": rates["1"] / rates["0"]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -246,9 +483,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, default=None, help="target time per measurement")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's choice; 1 is steadier on a busy machine)")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved rounds (best of each kept)")
+    parser.add_argument("--compiled", action="store_true", help="also time the torch.compile'd step")
+    parser.add_argument("--no-jax", action="store_true", help="leave out the JAX peer")
+    parser.add_argument("--allocator", type=int, default=None, metavar="K",
+                        help="also measure the mallopt settings on vs off at this K (child processes)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+        if args.threads == 1:  # XLA's CPU backend reads this when jax is first imported
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                       + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    use_jax = not args.no_jax and jax_available()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda but CUDA is not available")
     ks = tuple(args.ks) if args.ks else QUICK_KS if args.quick else CUDA_KS if args.device == "cuda" else CPU_KS
@@ -265,12 +511,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               "torch": torch.__version__, "threads": torch.get_num_threads(),
                               "matmul_peak_flops": peak, "quick": args.quick, "cases": {}}
     for name in args.cases:
-        case = run_case(name, args.device, ks, seconds, args.quick, peak, log)
+        case = run_case(name, args.device, ks, seconds, args.quick, peak, log, repeats=max(1, args.repeats),
+                        compiled=args.compiled, use_jax=use_jax)
         report["cases"][name] = case
+        if "speedup_vs_jax" in case:
+            log(f"  {name}: ours / JAX = {case['speedup_vs_jax']:.2f}x (JAX best {case['jax_cfg_steps_per_s']:.0f})")
         log(f"  {name}: population / sequential = {case['speedup_vs_sequential']:.1f}x, "
             f"/ lightning = {case['speedup_vs_lightning']:.1f}x, "
             f"{case['population_flops_per_s'] / 1e9:.2f} GFLOP/s "
             f"({100 * case['fraction_of_matmul_peak']:.1f}% of matmul peak)")
+    report["jax"] = use_jax
+    if args.allocator:
+        for name in args.cases:
+            report["cases"][name]["allocator"] = alloc = allocator_ratio(name, args.allocator, seconds, args.threads)
+            log(f"  {name}: mallopt on / off at K={args.allocator}: {alloc['ratio']:.2f}x")
     if args.json:
         print(json.dumps(report, indent=2))
     return report

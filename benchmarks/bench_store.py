@@ -4,8 +4,9 @@ Builds a synthetic store (``--tasks`` tasks in 4 families x ``--configs`` config
 ``--evals`` evaluation steps, one part per task, written with the real ``write_part``) and
 times three queries two ways:
 
-* ``read_curves``: :func:`taskset_lab.curves.store.read_curves` (parts pruned by file name,
-  only the needed columns read, the remaining filters pushed down to Parquet);
+* ``read_curves``: :func:`taskset_lab.curves.store.read_curves` (parts pruned by file name
+  and by the task families the store's manifest records, only the needed columns read, the
+  remaining filters pushed down to Parquet);
 * ``simple``: ``pandas.read_parquet`` of every curves file, then filtering in pandas.
 
 Both must return the same rows (checked). Prints rows/s and the ratio simple / read_curves.
@@ -28,7 +29,7 @@ import pandas as pd
 from taskset_lab.curves.store import CURVES_DIR, read_curves, write_part
 from taskset_lab.tasks.base import SPLITS
 
-FAMILIES = ("mlp", "conv_pooling", "quadratic", "two_d")
+FAMILIES = ("lab_mlp", "lab_conv_pooling", "lab_quadratic", "lab_two_d")
 
 
 def build_store(root: Path, tasks: int, configs: int, evals: int, seed: int = 0) -> list[str]:
@@ -55,6 +56,9 @@ def build_store(root: Path, tasks: int, configs: int, evals: int, seed: int = 0)
             "eval_every": np.full(configs, 10, dtype=np.int32), "seconds": 0.0, "device": "cpu",
         })
         write_part(root, f"{task}__nadamw__c0000__r00", curves, runs)
+    # the task list of the manifest, as the collector records it (name and family per task)
+    tasks = [{"name": n, "family": FAMILIES[t % len(FAMILIES)], "config": None} for t, n in enumerate(names)]
+    (root / "manifest.json").write_text(json.dumps({"tasks": tasks}))
     return names
 
 
@@ -106,7 +110,7 @@ def main() -> None:
               file=log)
         queries = {
             "one_task": (dict(tasks=[names[len(names) // 2]]), dict(tasks=[names[len(names) // 2]])),
-            "family_test_split": (dict(task_families=["mlp"], splits="test"), dict(families=["mlp"], split="test")),
+            "family_test_split": (dict(task_families=["lab_mlp"], splits="test"), dict(families=["lab_mlp"], split="test")),
             "configs_0_to_7": (dict(config_ids=range(8)), dict(configs=list(range(8)))),
             "everything": ({}, {}),
         }

@@ -8,7 +8,9 @@ stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -83,6 +85,9 @@ def precheck(argv: Sequence[str]) -> None:
     if any(a in ("--help", "-h", "--hydra-help", "--info", "-i", "--version") or a.startswith("--info=")
            for a in argv):
         return
+    # shell completion: Hydra's own business
+    if any(a.startswith(("--shell-completion", "-sc")) for a in argv):
+        return
     dirs = [builtin_config_dir(), *_user_config_dirs(argv)]
     indexes = available_indexes(dirs)
     pipeline = _override_value(argv, "pipeline")
@@ -100,6 +105,51 @@ def precheck(argv: Sequence[str]) -> None:
         raise TasklabError(f"index '{index}' is written for pipeline {declared}, not {pipeline}")
 
 
+def explicit_overrides() -> list[str] | None:
+    """The command line's overrides (Hydra's ``overrides.task``), or None outside the CLI."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return list(HydraConfig.get().overrides.task)
+
+
+def override_key(override: str) -> str:
+    """``optimizer.lr`` of ``optimizer.lr=3``, ``+a.b=1``, ``~a.b``."""
+    return override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+
+
+def check_devices(cfg: Any) -> None:
+    """A GPU asked for where there is none: one line naming the field, before anything runs."""
+    from omegaconf import OmegaConf
+
+    from taskset_lab.errors import ConfigError
+
+    wants = {"learner.device": OmegaConf.select(cfg, "learner.device", default=None),
+             "trainer.accelerator": OmegaConf.select(cfg, "trainer.accelerator", default=None)}
+    gpu = {k: v for k, v in wants.items() if isinstance(v, str) and v.split(":")[0] in ("cuda", "gpu")}
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            field, value = next(iter(gpu.items()))
+            raise ConfigError(field, f"asks for {value!r} but no CUDA GPU is available here; use {field}="
+                                     f"{'auto' if field == 'learner.device' else 'cpu'}")
+
+
+def check_loggers(cfg: Any) -> None:
+    """CURVES writes a Parquet store and no per-step metrics: a logger there is refused, not ignored."""
+    from omegaconf import OmegaConf
+
+    from taskset_lab.errors import ConfigError
+
+    loggers = OmegaConf.select(cfg, "logger", default=None)
+    if OmegaConf.select(cfg, "pipeline", default=None) == "CURVES" and loggers:
+        raise ConfigError("logger", f"CURVES logs to no experiment tracker (it writes a curve store and "
+                                    f"curves_summary.json); got {', '.join(loggers)}; use logger=none, or "
+                                    f"pipeline=HPARAM_LIST logger=wandb to log the learned list")
+
+
 def run_pipeline(cfg: Any) -> dict[str, Any]:
     """Look up ``cfg.pipeline``, check the config, run. Used by the CLI and by tests."""
     from omegaconf import OmegaConf
@@ -114,15 +164,106 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
 
             raise TasklabError(f"missing pipeline=<NAME>; valid pipelines: {', '.join(pipeline_names())}")
         pipeline = get_pipeline(str(name))(cfg)
+        check_loggers(cfg)
+        check_devices(cfg)
+        from taskset_lab.hparam_list.checks import check_divergence_factor
+
+        check_divergence_factor(cfg)
         pipeline.sanity_check()
         return pipeline.run()
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or "?"
         msg = str(exc).splitlines()[0]
         raise TasklabError(f"config field '{key}': {msg}") from exc
+    except OSError as exc:
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        raise TasklabError(line) from exc
 
 
-def _hydra_entry(cfg: Any) -> None:
+# errors of the file system that are the user's to fix (permissions, space, a file where a folder belongs)
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                errno.EEXIST, errno.EDQUOT, errno.EFBIG}
+
+
+def os_error_line(exc: BaseException) -> str | None:
+    """One line for a file-system error the user can fix, or None for anything else."""
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno is None:  # pyarrow and others raise OSError with the errno only in the message
+        text = str(exc)
+        for code in _USER_ERRNOS:
+            if os.strerror(code) in text:
+                return (f"cannot write: {os.strerror(code).lower()} ({text.splitlines()[0] if text else code}); "
+                        f"files finished before this are kept")
+        return None
+    if exc.errno not in _USER_ERRNOS:
+        return None
+    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted", errno.ENOTDIR: "a path component is a file, not a folder",
+            errno.EISDIR: "is a folder, not a file", errno.EEXIST: "already exists",
+            errno.EFBIG: "file too large"}[exc.errno]
+    path = exc.filename if exc.filename is not None else ""
+    where = f" at {path}" if path else ""
+    return f"cannot write{where}: {what} ({exc.strerror or exc}); files finished before this are kept"
+
+
+def hydra_error_line(exc: BaseException) -> str:
+    """Hydra's multi-line composition errors as one line (options listed, search paths dropped)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        options: list[str] = []
+        for raw in str(e).splitlines():
+            text = raw.strip()
+            if not text or text.startswith(("full_key:", "object_type=", "reference_type=", "provider=",
+                                             "Config search path", "Set the environment variable")):
+                continue
+            if raw.startswith("\t") and lines and lines[-1].endswith(":"):
+                options.append(text)
+                continue
+            if options:
+                lines[-1] += " " + ", ".join(options)
+                options = []
+            if text not in seen:
+                seen.add(text)
+                lines.append(text.rstrip(".") if not text.endswith(":") else text)
+        if options and lines:
+            lines[-1] += " " + ", ".join(options)
+    return "; ".join(lines) or type(exc).__name__
+
+
+def _is_user_config_error(exc: BaseException) -> bool:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(exc, (HydraException, OmegaConfBaseException))
+
+
+def _multirun_job_dir() -> Path | None:
+    """This job's own folder in a ``--multirun`` (Hydra's sweep dir / subdir), else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    return Path(hc.runtime.output_dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+def _hydra_entry(cfg: Any) -> Any:
+    job_dir = _multirun_job_dir()
+    if job_dir is not None:  # every job of a sweep in its own folder; a shared store stays shared
+        from taskset_lab.sweep import run_sweep_job
+
+        return run_sweep_job(cfg, job_dir, run_pipeline)
     try:
         run_pipeline(cfg)
     except TasklabError as exc:
@@ -131,21 +272,101 @@ def _hydra_entry(cfg: Any) -> None:
     except KeyboardInterrupt:  # what was finished is on disk; the pipeline logged where
         print("tasklab: interrupted", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+    return None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import taskset_lab
+
+    parts = []
+    for dist in ("hydra-core", "pytorch-lightning", "torch"):
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            pass
+    return f"tasklab (taskset_lab) {taskset_lab.__version__}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _groups(config_dirs: Sequence[Path]) -> dict[str, list[str]]:
+    groups: dict[str, set[str]] = {}
+    for d in config_dirs:
+        for sub in sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+            options = {p.stem for p in sub.glob("*.yaml")}
+            if options:
+                groups.setdefault(sub.name, set()).update(options)
+    return {k: sorted(v) for k, v in sorted(groups.items())}
+
+
+def help_text(argv: Sequence[str]) -> str:
+    """``tasklab --help``: how to call tasklab, the pipelines, indexes and config groups."""
+    from taskset_lab.pipelines import pipeline_names
+
+    dirs = [builtin_config_dir(), *_user_config_dirs(argv)]
+    groups = _groups(dirs)
+    index = _override_value(argv, "index")
+    lines = [
+        "usage: tasklab pipeline=<PIPELINE> index=<name> [key=value ...] [--multirun]",
+        "",
+        "Runs an experiment: the index config picks every config group; overrides change it.",
+        "",
+        f"pipelines:      {', '.join(pipeline_names())}",
+        f"index configs:  {', '.join(groups.pop('index', []))}",
+        "config groups (group=option):",
+        *[f"  {name}: {', '.join(options)}" for name, options in groups.items() if name != "index"],
+        "",
+        "overrides:      field=value (optimizer.lr=3e-3), group=option (debug=train), +field=value adds,",
+        "                ~field removes; a,b,c with --multirun runs one job per value, each in its own folder",
+        "TRAIN resume:   resume=true output_dir=<run folder> continues a run with its saved config",
+        "",
+        "tasklab --cfg job pipeline=<P> index=<name> [overrides]   print the composed config",
+        "tasklab --version                                          versions",
+        "tasklab --hydra-help                                       Hydra's own flags (launchers, sweeps)",
+    ]
+    if index is not None:
+        lines += ["", f"the fields of index '{index}': tasklab --cfg job index={index}"]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     import hydra
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("--help", "-h") for a in argv):
+        print(help_text(argv))
+        return
+    if "--version" in argv:
+        print(_version())
+        return
+    if _override_value(argv, "pipeline") == "TASKS" and _override_value(argv, "index") is None:
+        argv.append("index=tasks")  # the catalogue needs no experiment of its own
     try:
         precheck(argv)
         config_dir = builtin_config_dir()
     except TasklabError as exc:
         print(f"tasklab: error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    # A failing log handler (full disk, read-only folder) must not print tracebacks of its own.
+    logging.raiseExceptions = False
+    user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; we print one line
     sys.argv = [sys.argv[0] if sys.argv else "tasklab", *argv]
     entry = hydra.main(version_base="1.3", config_path=str(config_dir), config_name="entrance")(_hydra_entry)
-    entry()
+    try:
+        entry()
+    except TasklabError as exc:  # a failed job of a multirun (its job.json and the sweep summary say which)
+        print(f"tasklab: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:  # a multirun stopped by Ctrl-C: finished jobs are in the sweep summary
+        print("tasklab: interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - only config and file-system errors become one line
+        line = hydra_error_line(exc) if _is_user_config_error(exc) else os_error_line(exc)
+        if line is None or user_full_error:
+            raise
+        print(f"tasklab: error: {line}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ class ConfigError(TasklabError):
 
     def __init__(self, field: str, problem: str):
         self.field = field
+        self.problem = problem
         super().__init__(f"config field '{field}': {problem}")
 
 

@@ -64,3 +64,20 @@ def interrupt_tasklab(args: list[str], cwd: Path, ready, wait: float = 180):
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def kill_tasklab(args: list[str], cwd: Path, ready, delay: float = 0.0, wait: float = 180):
+    """Start `tasklab <args>`, kill it with SIGKILL (kill -9) ``delay`` seconds after ``ready()``
+    is true; returns ``(returncode, stdout, stderr)`` (returncode -9 when it was killed)."""
+    import time
+
+    command, env = _tasklab(args)
+    proc = subprocess.Popen(command, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + wait
+    while not ready() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.kill()
+    stdout, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stdout, stderr

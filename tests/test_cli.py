@@ -60,7 +60,7 @@ def test_user_config_dir_adds_an_index(tmp_path):
         "expr_name: mine\n"
     )
     out = tmp_path / "run"
-    proc = run_tasklab(["--config-dir", str(user), "pipeline=TRAIN", "index=mine", "trainer=debug",
+    proc = run_tasklab(["--config-dir", str(user), "pipeline=TRAIN", "index=mine", "debug=train",
                         f"output_dir={out}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "curve.csv").read_text().count("\n") == 1 + 5  # header + steps 0,5,10,15,20
@@ -76,3 +76,15 @@ def test_pyproject_ships_every_config_group():
     packages = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     groups = {p.name for p in (repo / "example_configs").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert groups and {f"taskset_lab.example_configs.{g}" for g in groups} <= packages
+
+
+def test_pyproject_ships_every_python_package():
+    """A Python package missing from pyproject's packages would be left out of a wheel install
+    (an editable install would hide it)."""
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")
+    repo = Path(__file__).resolve().parents[1]
+    packages = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(repo).parts) for p in (repo / "taskset_lab").rglob("__init__.py")}
+    assert found and found <= packages, sorted(found - packages)

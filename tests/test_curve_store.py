@@ -3,6 +3,7 @@ sharding, skipping finished parts, and a collection killed mid-run then resumed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import torch
 
 from taskset_lab.curves import list_parts, part_done, part_name, read_curves, read_runs, write_part
 from taskset_lab.curves.collect import collect_curves, work_items
+from taskset_lab.curves.spec import CollectionSpec
 from taskset_lab.errors import DataError
 from taskset_lab.pipelines.curves import format_summary
 from taskset_lab.tasks import SPLITS, sample_task_config, task_name
@@ -50,7 +52,7 @@ def _frames(task: str, optimizer: str, config_ids, replica: int, steps=(0, 5, 10
 def small_store(tmp_path):
     store = tmp_path / "store"
     written = {}
-    for t, task in enumerate(["mlp_0000aaaa", "two_d_1111bbbb"]):
+    for t, task in enumerate(["lab_mlp_0000aaaa", "lab_two_d_1111bbbb"]):
         for opt in ("adam8p", "nadamw"):
             for chunk in range(2):
                 part = part_name(task, opt, chunk, 0)
@@ -79,17 +81,37 @@ def test_layout_and_round_trip(small_store):
 
 def test_filters_and_column_selection(small_store):
     store, _ = small_store
-    df = read_curves(store, tasks=["two_d_1111bbbb"], optimizers="nadamw", config_ids=[1, 2], splits=["test"])
+    df = read_curves(store, tasks=["lab_two_d_1111bbbb"], optimizers="nadamw", config_ids=[1, 2], splits=["test"])
     assert list(df.columns) == ["task", "task_family", "optimizer", "config_id", "replica", "step", "test"]
-    assert set(df["task"]) == {"two_d_1111bbbb"} and set(df["optimizer"]) == {"nadamw"}
+    assert set(df["task"]) == {"lab_two_d_1111bbbb"} and set(df["optimizer"]) == {"nadamw"}
     assert set(df["config_id"]) == {1, 2} and len(df) == 2 * 3
-    fam = read_curves(store, task_families="mlp", columns=["task", "step"])
-    assert list(fam.columns) == ["task", "step"] and set(fam["task"]) == {"mlp_0000aaaa"}
+    fam = read_curves(store, task_families="lab_mlp", columns=["task", "step"])
+    assert list(fam.columns) == ["task", "step"] and set(fam["task"]) == {"lab_mlp_0000aaaa"}
     runs = read_runs(store, optimizers=["adam8p"], config_ids=0, columns=["task", "config_id"])
     assert len(runs) == 2 and set(runs["config_id"]) == {0}
     assert len(read_curves(store, tasks=["no_such_task"])) == 0
     with pytest.raises(ValueError, match="unknown splits"):
         read_curves(store, splits=["training"])
+
+
+def test_family_filter_reads_the_column_not_the_name(tmp_path):
+    """A task's family is the column the collector wrote: a name that looks like another
+    family's (a fixed task, a ``<family>_seed<N>`` name) is not parsed."""
+    store = tmp_path / "store"
+    for task, family in (("lab_mlp_0000cccc", "FixedMLP"), ("lab_mlp_seed3", "lab_mlp"), ("TwoD_Bowl1", "TwoD")):
+        curves, runs = _frames(task, "adam8p", [0, 1], 0)
+        curves["task_family"] = runs["task_family"] = family
+        write_part(store, part_name(task, "adam8p", 0, 0), curves, runs)
+    assert set(read_curves(store, task_families="FixedMLP")["task"]) == {"lab_mlp_0000cccc"}
+    assert set(read_curves(store, task_families=["lab_mlp"])["task"]) == {"lab_mlp_seed3"}
+    assert set(read_runs(store, task_families=["TwoD", "lab_mlp"])["task"]) == {"lab_mlp_seed3", "TwoD_Bowl1"}
+    # the manifest the collector writes records each task's family: other families' parts are
+    # not even opened (a broken one of them does not matter)
+    (store / "manifest.json").write_text(json.dumps({"tasks": [{"name": "lab_mlp_seed3", "family": "lab_mlp"}]}))
+    (store / "curves" / f"{part_name('lab_mlp_seed3', 'adam8p', 0, 0)}.parquet").write_bytes(b"broken")
+    assert set(read_curves(store, task_families="TwoD")["task"]) == {"TwoD_Bowl1"}
+    with pytest.raises(DataError, match="lab_mlp_seed3"):
+        read_curves(store, task_families="lab_mlp")
 
 
 def test_missing_empty_and_broken_stores(tmp_path, small_store):
@@ -113,7 +135,7 @@ def test_tmp_leftovers_ignored_and_part_done_marks_curves_file(small_store, monk
     import taskset_lab.curves.store as store_mod
 
     real = store_mod._atomic_write
-    part = part_name("mlp_0000aaaa", "adam8p", 7, 0)
+    part = part_name("lab_mlp_0000aaaa", "adam8p", 7, 0)
 
     def die_on_curves(table, path):
         if path.parent.name == "curves":
@@ -122,7 +144,7 @@ def test_tmp_leftovers_ignored_and_part_done_marks_curves_file(small_store, monk
 
     monkeypatch.setattr(store_mod, "_atomic_write", die_on_curves)
     with pytest.raises(KeyboardInterrupt):
-        write_part(store, part, *_frames("mlp_0000aaaa", "adam8p", [14, 15], 0))
+        write_part(store, part, *_frames("lab_mlp_0000aaaa", "adam8p", [14, 15], 0))
     assert (store / "runs" / f"{part}.parquet").exists() and not part_done(store, part)
     assert 14 not in set(read_runs(store)["config_id"])  # readers go by finished parts
     assert not list((store / "runs").glob("*.tmp"))
@@ -130,7 +152,7 @@ def test_tmp_leftovers_ignored_and_part_done_marks_curves_file(small_store, monk
 
 # ----------------------------------------------------------------- collection
 
-TINY_SPECS = [sample_task_config("two_d", 0), sample_task_config("quadratic", 1, {"dim": 5})]
+TINY_SPECS = [sample_task_config("lab_two_d", 0), sample_task_config("lab_quadratic", 1, {"dim": 5})]
 
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
@@ -142,9 +164,9 @@ def test_collect_matches_engine_and_records_runs(tmp_path):
     from taskset_lab.optim import get_family
     from taskset_lab.tasks import build_task
 
-    summary = collect_curves(TINY_SPECS, "adam4p", num_configs=5, config_seed_offset=100, replicas=2,
-                             total_steps=12, eval_every=5, eval_batches=2, store_dir=tmp_path / "s",
-                             chunk_size=2, progress=False, dtype=torch.float64)
+    spec = CollectionSpec("adam4p", num_configs=5, total_steps=12, eval_every=5, config_seed_offset=100,
+                          replicas=2, eval_batches=2, chunk_size=2, progress=False, dtype="float64", device="cpu")
+    summary = collect_curves(spec, TINY_SPECS, tmp_path / "s")
     assert summary["parts_total"] == 2 * 3 * 2 and summary["parts_done"] == 12 and summary["parts_skipped"] == 0
     assert summary["config_steps"] == 2 * 5 * 2 * 12 and summary["config_steps_per_s"] > 0
     curves = read_curves(tmp_path / "s")
@@ -159,6 +181,7 @@ def test_collect_matches_engine_and_records_runs(tmp_path):
     # the store holds exactly what the engine gives for that task, replica and configs
     spec = TINY_SPECS[1]
     name = task_name(spec)
+    assert set(curves.loc[curves["task"] == name, "task_family"]) == {"lab_quadratic"}
     ref = train_population(build_task(spec), fam, [fam.sample(100 + i) for i in range(5)], 12, 5,
                            eval_batches=2, replica=1, dtype=torch.float64)
     mine = curves[(curves["task"] == name) & (curves["replica"] == 1)].sort_values(["config_id", "step"])
@@ -167,23 +190,43 @@ def test_collect_matches_engine_and_records_runs(tmp_path):
     assert json.loads(runs[runs["task"] == name]["task_config"].iloc[0]) == spec
 
 
+def test_collector_writes_the_tasks_own_name_and_family(tmp_path, monkeypatch):
+    from taskset_lab.tasks.task_set import TaskSpec
+
+    real = TaskSpec.build
+
+    def build_fixed_kind(self, **kw):  # a task whose family is not its config's (a fixed task's kind)
+        task = real(self, **kw)
+        task.family = "FixedKind"
+        return task
+
+    monkeypatch.setattr(TaskSpec, "build", build_fixed_kind)
+    spec = CollectionSpec("adam1p", num_configs=2, total_steps=2, eval_every=1, eval_batches=1, progress=False,
+                          device="cpu")
+    collect_curves(spec, TINY_SPECS[:1], tmp_path / "s")
+    curves, runs = read_curves(tmp_path / "s"), read_runs(tmp_path / "s")
+    assert set(curves["task_family"]) == set(runs["task_family"]) == {"FixedKind"}
+    assert set(curves["task"]) == set(runs["task"]) == {task_name(TINY_SPECS[0])}
+
+
 def test_shards_partition_the_work_and_finished_parts_are_skipped(tmp_path):
-    kw = dict(num_configs=3, replicas=2, total_steps=6, eval_every=3, eval_batches=1, chunk_size=2,
-              progress=False)
+    spec = CollectionSpec("adam1p", num_configs=3, total_steps=6, eval_every=3, replicas=2, eval_batches=1,
+                          chunk_size=2, progress=False, device="cpu")
+    shard = {i: dataclasses.replace(spec, shard_index=i, num_shards=3) for i in range(3)}
     items = work_items(TINY_SPECS, "adam1p", 3, 2, 2)
     assert [it.index for it in items] == list(range(8)) and len({it.part for it in items}) == 8
-    s0 = collect_curves(TINY_SPECS, "adam1p", store_dir=tmp_path / "sh", shard_index=0, num_shards=3, **kw)
-    s1 = collect_curves(TINY_SPECS, "adam1p", store_dir=tmp_path / "sh", shard_index=1, num_shards=3, **kw)
+    s0 = collect_curves(shard[0], TINY_SPECS, tmp_path / "sh")
+    s1 = collect_curves(shard[1], TINY_SPECS, tmp_path / "sh")
     assert (s0["parts_done"], s1["parts_done"]) == (3, 3)  # items 0,3,6 and 1,4,7
     assert set(list_parts(tmp_path / "sh")) == {items[i].part for i in (0, 1, 3, 4, 6, 7)}
-    again = collect_curves(TINY_SPECS, "adam1p", store_dir=tmp_path / "sh", shard_index=1, num_shards=3, **kw)
+    again = collect_curves(shard[1], TINY_SPECS, tmp_path / "sh")
     assert (again["parts_done"], again["parts_skipped"]) == (0, 3)
-    full = collect_curves(TINY_SPECS, "adam1p", store_dir=tmp_path / "sh", **kw)
+    full = collect_curves(spec, TINY_SPECS, tmp_path / "sh")
     assert (full["parts_done"], full["parts_skipped"]) == (2, 6)
-    alone = collect_curves(TINY_SPECS, "adam1p", store_dir=tmp_path / "one", **kw)
+    alone = collect_curves(spec, TINY_SPECS, tmp_path / "one")
     pd.testing.assert_frame_equal(_sorted(read_curves(tmp_path / "sh")), _sorted(read_curves(tmp_path / "one")))
     with pytest.raises(DataError, match="other settings"):
-        collect_curves(TINY_SPECS, "adam1p", store_dir=tmp_path / "one", **{**kw, "total_steps": 9})
+        collect_curves(dataclasses.replace(spec, total_steps=9), TINY_SPECS, tmp_path / "one")
     assert alone["parts_done"] == 8
     assert "(shard 1/3): 0 parts run, 3 already done; diverged -" in format_summary(again)
     line = format_summary(alone)
@@ -199,17 +242,20 @@ KILL_SCRIPT = textwrap.dedent("""
         real(table, path)
     store._atomic_write = slow_write
     from taskset_lab.curves.collect import collect_curves
-    collect_curves(store_dir=sys.argv[1], **json.loads(sys.argv[2]))
+    from taskset_lab.curves.spec import CollectionSpec
+    kw = json.loads(sys.argv[2])
+    collect_curves(CollectionSpec(**kw["spec"]), kw["task_specs"], sys.argv[1])
 """)
-KILL_KW = dict(task_specs=[sample_task_config("two_d", 3), sample_task_config("quadratic", 4, {"dim": 6})],
-               optimizer="adam8p", num_configs=4, replicas=2, total_steps=30, eval_every=10, eval_batches=2,
-               chunk_size=2, progress=False)
+KILL_SPEC = CollectionSpec("adam8p", num_configs=4, total_steps=30, eval_every=10, replicas=2, eval_batches=2,
+                           chunk_size=2, progress=False, device="cpu")
+KILL_TASKS = [sample_task_config("lab_two_d", 3), sample_task_config("lab_quadratic", 4, {"dim": 6})]
 
 
 def test_killed_collection_resumes_to_the_same_store(tmp_path):
     store = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(store), json.dumps(KILL_KW)], cwd=REPO, env=env,
+    kw = {"spec": dataclasses.asdict(KILL_SPEC), "task_specs": KILL_TASKS}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(store), json.dumps(kw)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 120
@@ -224,19 +270,19 @@ def test_killed_collection_resumes_to_the_same_store(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    total = len(work_items(KILL_KW["task_specs"], "adam8p", 4, 2, 2))
+    total = len(work_items(KILL_TASKS, "adam8p", 4, 2, 2))
     done_before = len(list_parts(store))
     assert 1 <= done_before < total
     # a leftover temporary file, as a kill during a write leaves one
     (store / "curves" / "two_d_deadbeef__adam8p__c0000__r00.parquet.0badf00d.tmp").write_bytes(b"PAR1 trunc")
 
-    resumed = collect_curves(store_dir=store, **KILL_KW)
+    resumed = collect_curves(KILL_SPEC, KILL_TASKS, store)
     assert resumed["parts_skipped"] == done_before and resumed["parts_done"] == total - done_before
     assert len(list_parts(store)) == total
     curves = read_curves(store)
     assert not curves.duplicated(["task", "config_id", "replica", "step"]).any()
     assert len(curves) == 2 * 4 * 2 * 4  # tasks x configs x replicas x eval steps
-    collect_curves(store_dir=tmp_path / "clean", **KILL_KW)
+    collect_curves(KILL_SPEC, KILL_TASKS, tmp_path / "clean")
     pd.testing.assert_frame_equal(_sorted(curves), _sorted(read_curves(tmp_path / "clean")))
     runs = read_runs(store)
     assert len(runs) == 2 * 4 * 2 and not runs.duplicated(["task", "config_id", "replica"]).any()
@@ -244,8 +290,9 @@ def test_killed_collection_resumes_to_the_same_store(tmp_path):
 
 def test_collection_without_a_terminal_logs_one_line_per_part(tmp_path, caplog):
     caplog.set_level("INFO", logger="taskset_lab.curves.collect")
-    summary = collect_curves(TINY_SPECS, "adam1p", num_configs=3, total_steps=4, eval_every=2, eval_batches=1,
-                             chunk_size=2, store_dir=tmp_path / "s", progress=True)  # pytest: no tty
+    spec = CollectionSpec("adam1p", num_configs=3, total_steps=4, eval_every=2, eval_batches=1, chunk_size=2,
+                          progress=True, device="cpu")  # pytest: no tty
+    summary = collect_curves(spec, TINY_SPECS, tmp_path / "s")
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[")]
     parts = work_items(TINY_SPECS, "adam1p", 3, 1, 2)
     assert len(lines) == summary["parts_done"] == len(parts)

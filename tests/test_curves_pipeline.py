@@ -3,15 +3,17 @@ and Ctrl-C through the real CLI."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
-import torch
+from omegaconf import OmegaConf
 
 from conftest import compose, interrupt_tasklab
 from taskset_lab.cli import run_pipeline
 from taskset_lab.curves.collect import collect_curves
+from taskset_lab.curves.spec import CollectionSpec
 from taskset_lab.curves.store import list_parts, read_curves, read_runs
 from taskset_lab.errors import TasklabError
 from taskset_lab.tasks.task_set import resolve_task_set
@@ -29,8 +31,10 @@ def test_curves_pipeline_with_a_population_cap_matches_one_population(tmp_path):
     assert summary["runs"] == 35 and summary["config_steps"] == 35 * 6
 
     ref = tmp_path / "ref"
-    collect_curves(resolve_task_set(cfg.task_set), "nadamw", num_configs=5, total_steps=6, eval_every=3,
-                   eval_batches=1, store_dir=ref, dtype=torch.float64, progress=False)
+    spec = CollectionSpec.from_config(cfg)
+    assert (spec.optimizer, spec.num_configs, spec.total_steps, spec.eval_every, spec.dtype,
+            spec.max_population) == ("nadamw", 5, 6, 3, "float64", 2)
+    collect_curves(dataclasses.replace(spec, max_population=None), resolve_task_set(cfg.task_set), ref)
     key = ["task", "config_id", "step"]
     mine = read_curves(tmp_path / "run" / "curves").sort_values(key).reset_index(drop=True)
     theirs = read_curves(ref).sort_values(key).reset_index(drop=True)
@@ -45,12 +49,34 @@ def test_curves_pipeline_with_a_population_cap_matches_one_population(tmp_path):
     ("learner.dtype=float16", "learner.dtype"),
     ("shard_index=3", "shard_index"),
     ("search_space.family=nope", "search_space.family"),
+    ("learner.chunk_size=0", "learner.chunk_size"),
+    ("search_space.seed_offset=-1", "search_space.seed_offset"),
+    ("learner.device=quantum", "learner.device"),
+    ("learner.divergence_factor=-1", "learner.divergence_factor"),
+    ("eval_every=7", "eval_every"),
+    ("misc.download=maybe", "misc.download"),
 ])
 def test_bad_collection_fields_are_named(tmp_path, override, field):
     cfg = compose("curves_quickstart", [*SMALL, f"output_dir={tmp_path}", override])
     with pytest.raises(TasklabError, match=field.replace(".", r"\.")):
         run_pipeline(cfg)
     assert not list_parts(tmp_path / "curves")  # nothing ran
+
+
+def test_collection_spec_defaults_are_the_shipped_learner_values():
+    """The spec holds the defaults; the learner group shows the same values to the user, and a
+    config without the optional keys gets them."""
+    cfg = compose("curves_quickstart", ["task_set=tiny"])
+    spec = CollectionSpec.from_config(cfg)
+    defaults = {f.name: f.default for f in dataclasses.fields(CollectionSpec)}
+    for name in ("eval_batches", "chunk_size", "max_population", "device", "dtype", "divergence_factor",
+                 "config_seed_offset", "replicas", "shard_index", "num_shards"):
+        assert getattr(spec, name) == defaults[name], name
+    bare = OmegaConf.create({"search_space": {"family": "adam1p", "num_configs": 3}, "total_steps": 4,
+                             "eval_every": 2})
+    assert CollectionSpec.from_config(bare) == CollectionSpec("adam1p", 3, 4, 2)
+    with pytest.raises(TasklabError, match="'total_steps': is required"):
+        CollectionSpec.from_config(OmegaConf.create({"search_space": {"family": "adam1p", "num_configs": 3}}))
 
 
 def test_ctrl_c_keeps_finished_parts_and_says_how_to_continue(tmp_path):

@@ -165,11 +165,11 @@ def test_dataset_to_tensors_reads_items_and_arrays():
     assert torch.equal(to_nchw(x.numpy(), "nchw"), x)
 
 
-@pytest.mark.parametrize("family", ["mlp", "conv_pooling"])
+@pytest.mark.parametrize("family", ["lab_mlp", "lab_conv_pooling"])
 def test_image_tasks_train_on_uint8_torchvision_data(tmp_path, family):
     _write_mnist(tmp_path, "MNIST", n_train=40, n_test=8)
     overrides = {"dataset": "mnist", "batch_size": 4}
-    if family == "mlp":
+    if family == "lab_mlp":
         overrides["hidden"] = [8]
     else:
         overrides.update(channels=[4, 4], strides=[2, 2], padding="valid")
@@ -184,7 +184,24 @@ def test_image_tasks_train_on_uint8_torchvision_data(tmp_path, family):
 
 
 def test_task_data_seed_drives_batches():
-    base = sample_task_config("mlp", 3, {"batch_size": 16})
+    base = sample_task_config("lab_mlp", 3, {"batch_size": 16})
     a, b = build_task(base), build_task({**base, "data_seed": base["data_seed"] + 1})
     assert torch.equal(a.data.batch("train", 0)[1], build_task(base).data.batch("train", 0)[1])
     assert not torch.equal(a.data.batch("train", 0)[1], b.data.batch("train", 0)[1])
+
+
+def test_corrupt_mnist_files_are_one_line_through_the_cli(tmp_path):
+    """Garbage or truncated IDX files: one line naming the dataset and what to do, exit 2."""
+    from conftest import run_tasklab
+
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"\x00\x00\x08\x03" + b"garbage" * 7)  # an IDX header, then junk
+    out = run_tasklab(["pipeline=TRAIN", "index=train_mlp_digits", "task=mnist_mlp", "debug=train",
+                       f"misc.data_dir={tmp_path / 'data'}", f"output_dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in out.stderr
+    assert "dataset 'mnist'" in lines[0] and "unreadable" in lines[0] and "misc.download=true" in lines[0]

@@ -535,7 +535,7 @@ def test_format_table_lists_methods_at_ks(synthetic_eval):
 def test_wandb_offline_logging_reads_back(tmp_path, monkeypatch, synthetic_eval):
     wandb = pytest.importorskip("wandb")
     from taskset_lab.hparam_list import log_to_wandb
-    from taskset_lab.viz.wandb_offline import read_offline_history, read_offline_records, read_offline_summary
+    from wandb_offline import read_offline_history, read_offline_records, read_offline_summary
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -15,7 +15,7 @@ from taskset_lab.optim import hparam_list_optimizer
 
 TINY = ["task_set=tiny", "search_space.num_configs=8", "total_steps=20", "eval_every=5",
         "hparam_list.length=4", "hparam_list.folds=2", "hparam_list.tpe.trials=4", "hparam_list.ks=[1,3]",
-        "progress=false"]
+        "progress=false", "hparam_list.reference_lists.opt_list=3"]
 
 
 def test_quickstart_with_tiny_overrides(tmp_path):
@@ -31,11 +31,15 @@ def test_quickstart_with_tiny_overrides(tmp_path):
     evaluation = pd.read_csv(out / "evaluation.csv")
     assert {"list", "random", "best_single", "tpe"} <= set(evaluation["method"])
     assert "list" in summary["table"] and "random" in summary["table"]
-    # an entry of the learned list is a ready optimizer that steps
+    assert "opt_list" in set(evaluation["method"])  # opt_list's first entries, normalized together
+    # an entry of the learned list is a ready optimizer that steps (two steps: a warmup's first
+    # update has rate 0, as in opt_list's published schedule)
     p = torch.nn.Parameter(torch.ones(3))
     opt = hparam_list_optimizer([p], out / "hparam_list.json", index=0, total_steps=10)
-    p.sum().backward()
-    opt.step()
+    for _ in range(2):
+        opt.zero_grad()
+        p.sum().backward()
+        opt.step()
     assert not torch.equal(p.detach(), torch.ones(3))
 
 

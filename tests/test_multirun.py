@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from taskset_lab.curves.collect import collect_curves
+from taskset_lab.curves.spec import CollectionSpec
 from taskset_lab.curves.store import list_parts, read_curves, read_runs
 from taskset_lab.tasks.task_set import resolve_task_set
 
@@ -39,8 +40,7 @@ def unsharded(tmp_path_factory):
     """The same collection run in-process, unsharded: the reference."""
     cfg = compose("curves_quickstart", SMALL)
     store = tmp_path_factory.mktemp("unsharded") / "curves"
-    collect_curves(resolve_task_set(cfg.task_set), "nadamw", num_configs=6, total_steps=8, eval_every=4,
-                   eval_batches=1, chunk_size=4, store_dir=store, progress=False)
+    collect_curves(CollectionSpec.from_config(cfg), resolve_task_set(cfg.task_set), store)
     return store
 
 
@@ -60,8 +60,9 @@ def test_multirun_shards_fill_one_store(launcher, tmp_path, unsharded):
     assert not runs.duplicated(["task", "config_id", "replica"]).any()
     pd.testing.assert_frame_equal(_sorted(read_curves(store)), _sorted(read_curves(unsharded)))
 
-    # each shard wrote its own summary; together they account for every part once
-    summaries = [json.loads((shared / f"curves_summary_shard-{i}-of-3.json").read_text()) for i in range(3)]
+    # each shard wrote its own summary in its own job folder; together they account for every part once
+    summaries = [json.loads((tmp_path / "sweep" / str(i) / f"curves_summary_shard-{i}-of-3.json").read_text())
+                 for i in range(3)]
     assert [s["shard_index"] for s in summaries] == [0, 1, 2]
     assert sum(s["parts_done"] for s in summaries) == len(list_parts(unsharded))
     assert sum(s["runs"] for s in summaries) == len(runs)

@@ -1,4 +1,4 @@
-"""The TRAIN pipeline end to end on the shipped index configs (trainer=debug, CPU)."""
+"""The TRAIN pipeline end to end on the shipped index configs (debug=train: 20 CPU steps)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ TRAIN_INDEXES = ["train_mlp_digits", "train_conv_digits", "train_char_rnn", "tra
 
 
 def _train(index: str, out, *overrides: str) -> tuple[dict, pd.DataFrame]:
-    cfg = compose(index, ["trainer=debug", f"output_dir={out}", *overrides])
+    cfg = compose(index, ["debug=train", f"output_dir={out}", *overrides])
     summary = run_pipeline(cfg)
     return summary, pd.read_csv(out / "curve.csv")
 
@@ -54,7 +54,7 @@ def test_resume_continues_the_same_curve(tmp_path):
 
 def test_resume_without_checkpoint_names_the_field(tmp_path):
     with pytest.raises(TasklabError, match="'resume'"):
-        run_pipeline(compose("train_quadratic", ["trainer=debug", f"output_dir={tmp_path}", "resume=true"]))
+        run_pipeline(compose("train_quadratic", ["debug=train", f"output_dir={tmp_path}", "resume=true"]))
 
 
 def test_non_finite_loss_stops_and_keeps_the_curve(tmp_path):
@@ -70,7 +70,7 @@ def test_wandb_offline_run_holds_the_logged_metrics(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     _, curve = _train("train_mlp_digits", tmp_path / "run", "logger=wandb", "logger.wandb.project=tasklab-test")
-    from taskset_lab.viz.wandb_offline import read_offline_history
+    from wandb_offline import read_offline_history
 
     runs = sorted((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1

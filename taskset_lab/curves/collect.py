@@ -1,6 +1,7 @@
 """Curve collection: tasks x M configs of one optimizer family x R replicas into a store.
 
-Config ``i`` (``0 <= i < num_configs``) has the hparams ``family.sample(config_seed_offset + i)``.
+What is collected is a :class:`~taskset_lab.curves.spec.CollectionSpec`; config ``i``
+(``0 <= i < num_configs``) has the hparams ``family.sample(config_seed_offset + i)``.
 The work is cut into items ``(task, config chunk, replica)``, enumerated task by task, then
 chunk, then replica; item ``n`` belongs to shard ``n % num_shards``. Each item is one
 population run and one store part (see :mod:`taskset_lab.curves.store`); finished parts
@@ -23,11 +24,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from taskset_lab.curves.store import RUNS_DIR, SUFFIX, part_done, part_name, write_part
-from taskset_lab.engine.population import DEFAULT_DIVERGENCE_FACTOR, PopulationResult, train_population
+from taskset_lab.curves.store import RUNS_DIR, SUFFIX, claim_part, ensure_manifest, part_done, part_name, write_part
+from taskset_lab.curves.spec import CollectionSpec
+from taskset_lab.engine.population import PopulationResult, train_population
 from taskset_lab.errors import DataError
 from taskset_lab.tasks.base import SPLITS, Task, task_name
-from taskset_lab.tasks.registry import build_task, plain
+from taskset_lab.tasks.registry import plain
+from taskset_lab.tasks.task_set import TaskSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +48,28 @@ class WorkItem:
     part: str
 
 
-def normalize_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """A task config as plain JSON data (OmegaConf nodes resolved)."""
+TaskLike = TaskSpec | Mapping[str, Any]
+
+
+def as_task_spec(spec: TaskLike) -> TaskSpec:
+    """A :class:`TaskSpec` as it is, or a full task config (OmegaConf nodes resolved) as the
+    spec of an unnamed task (``<family>_<hash>``)."""
+    if isinstance(spec, TaskSpec):
+        return spec
     config = json.loads(json.dumps(plain(spec)))
     if not isinstance(config, dict) or "family" not in config:
-        raise ValueError(f"a task spec must be a config dict with a 'family' field, got {spec!r}")
-    return config
+        raise ValueError(f"a task spec must be a TaskSpec or a config dict with a 'family' field, got {spec!r}")
+    return TaskSpec(task_name(config), str(config["family"]), config)
 
 
-def work_items(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_configs: int,
+def work_items(task_specs: Sequence[TaskLike], optimizer: str, num_configs: int,
                replicas: int, chunk_size: int) -> list[WorkItem]:
     """Every work item of a collection, in the deterministic order shards are cut from."""
     if num_configs < 1 or replicas < 1 or chunk_size < 1:
         raise ValueError("num_configs, replicas and chunk_size must be >= 1")
     items = []
     for t, spec in enumerate(task_specs):
-        name = task_name(normalize_spec(spec))
+        name = as_task_spec(spec).name
         for chunk, lo in enumerate(range(0, num_configs, chunk_size)):
             ids = tuple(range(lo, min(num_configs, lo + chunk_size)))
             for replica in range(replicas):
@@ -69,19 +78,17 @@ def work_items(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_conf
     return items
 
 
-def _check_finished_part(store: Path, item: WorkItem, total_steps: int, eval_every: int,
-                         config_seed_offset: int) -> None:
+def _check_finished_part(store: Path, item: WorkItem, spec: CollectionSpec) -> None:
     """A finished part must have been collected with the same run settings."""
     path = store / RUNS_DIR / f"{item.part}{SUFFIX}"
     try:
         runs = pq.read_table(path, columns=["config_id", "config_seed", "total_steps", "eval_every"]).to_pandas()
     except Exception as exc:  # noqa: BLE001
         raise DataError(f"unreadable runs file {path} of finished part {item.part}: {exc}") from exc
-    expected_seeds = [config_seed_offset + i for i in item.config_ids]
     same = (sorted(runs["config_id"].tolist()) == list(item.config_ids)
-            and sorted(runs["config_seed"].tolist()) == expected_seeds
-            and set(runs["total_steps"].tolist()) == {total_steps}
-            and set(runs["eval_every"].tolist()) == {eval_every})
+            and sorted(runs["config_seed"].tolist()) == sorted(spec.config_seeds(item.config_ids))
+            and set(runs["total_steps"].tolist()) == {spec.total_steps}
+            and set(runs["eval_every"].tolist()) == {spec.eval_every})
     if not same:
         raise DataError(f"part {item.part} in {store} was collected with other settings (configs, "
                         f"config_seed_offset, total_steps or eval_every); use another store_dir")
@@ -119,68 +126,72 @@ def result_frames(result: PopulationResult, task: str, task_family: str, task_co
     return curves, runs
 
 
-def collect_curves(task_specs: Sequence[Mapping[str, Any]], optimizer: str, num_configs: int,
-                   config_seed_offset: int = 0, replicas: int = 1, total_steps: int = 100,
-                   eval_every: int = 10, eval_batches: int = 4,
-                   store_dir: str | os.PathLike = "curves", shard_index: int = 0, num_shards: int = 1,
-                   chunk_size: int = 256, max_population: int | None = None,
-                   device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32,
-                   divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
-                   data_dir: str | None = None, download: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
-    """Collect the curves of this shard's work items into ``store_dir``; returns a summary.
-
-    ``chunk_size`` configs make one work item (one store part); ``max_population`` caps how
-    many of them one vmapped step trains (``None``: as many as fit in memory).
-    """
+def collect_curves(spec: CollectionSpec, task_specs: Sequence[TaskLike],
+                   store_dir: str | os.PathLike) -> dict[str, Any]:
+    """Collect the curves ``spec`` asks for, on ``task_specs`` (task-set specs or full task
+    configs), for this shard's work items into ``store_dir``; returns a summary. Finished
+    parts are skipped."""
     from tqdm.auto import tqdm
 
-    from taskset_lab.optim import get_family
+    from taskset_lab.optim.search_space import resolve_search_space
 
-    if not 0 <= shard_index < num_shards:
-        raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
-    family = get_family(optimizer)
+    optimizer, num_configs, replicas = spec.optimizer, spec.num_configs, spec.replicas
+    total_steps, shard_index, num_shards = spec.total_steps, spec.shard_index, spec.num_shards
+    space = resolve_search_space(optimizer, spec.config_seed_offset)  # a family, or a list's entries
+    family, optimizer = space.family, space.name
     store = Path(store_dir)
-    specs = [normalize_spec(s) for s in task_specs]
-    items = [it for it in work_items(specs, optimizer, int(num_configs), int(replicas), int(chunk_size))
+    specs = [as_task_spec(s) for s in task_specs]
+    items = [it for it in work_items(specs, optimizer, num_configs, replicas, spec.chunk_size)
              if it.index % num_shards == shard_index]
+    ensure_manifest(store, {"optimizer": optimizer, "num_configs": num_configs,  # refuses other settings
+                            "config_seed_offset": spec.config_seed_offset, "total_steps": total_steps,
+                            "eval_every": spec.eval_every, "eval_batches": spec.eval_batches,
+                            "chunk_size": spec.chunk_size, "dtype": spec.dtype,
+                            "divergence_factor": float(spec.divergence_factor)},
+                    [s.to_dict() for s in specs], replicas)
     todo = [it for it in items if not part_done(store, it.part)]
     for it in items:
         if part_done(store, it.part):
-            _check_finished_part(store, it, int(total_steps), int(eval_every), int(config_seed_offset))
+            _check_finished_part(store, it, spec)
     skipped = len(items) - len(todo)
     if skipped:
         log.info("curve store %s: skipping %d finished parts of %d in shard %d/%d", store, skipped,
                  len(items), shard_index, num_shards)
+    device, dtype = spec.torch_device(), spec.torch_dtype
     float_dtype = np.float64 if dtype == torch.float64 else np.float32
-    device_name = str(torch.device(device))
+    device_name = str(device)
     start = time.perf_counter()
     cfg_steps, n_runs, n_diverged = 0, 0, 0
     built: tuple[int, Task] | None = None
     # one bar over config-steps (its rate is config-steps/s), advanced at every evaluation
-    bar = tqdm(total=sum(len(it.config_ids) for it in todo) * int(total_steps), desc=f"curves {optimizer}",
-               unit="cfg-step", unit_scale=True, disable=True if not progress else None)
+    bar = tqdm(total=sum(len(it.config_ids) for it in todo) * total_steps, desc=f"curves {optimizer}",
+               unit="cfg-step", unit_scale=True, disable=True if not spec.progress else None)
     for done, it in enumerate(todo):
+        if not claim_part(store, it.part):  # another writer is computing it (or has just finished it)
+            log.info("part %s is taken by another writer; skipping it", it.part)
+            continue
         if built is None or built[0] != it.task_index:
-            task = build_task(specs[it.task_index], data_dir=data_dir, download=download)
+            task = specs[it.task_index].build(data_dir=spec.data_dir, download=spec.download,
+                                              offline_data=spec.offline_data)
             built = (it.task_index, task.to(device, dtype))  # data moved once per task
         task = built[1]
-        seeds = [int(config_seed_offset) + i for i in it.config_ids]
-        hparams = [family.sample(s) for s in seeds]
-        result = train_population(task, family, hparams, int(total_steps), int(eval_every),
-                                  eval_batches=int(eval_batches), replica=it.replica, device=device,
-                                  dtype=dtype, divergence_factor=float(divergence_factor),
-                                  max_chunk=max_population, progress=None if bar.disable else bar.update)
-        curves, runs = result_frames(result, it.task, task.family, specs[it.task_index], optimizer,
-                                     it.config_ids, hparams, seeds, it.replica, int(total_steps),
-                                     int(eval_every), device_name, float_dtype)
+        seeds = spec.config_seeds(it.config_ids)
+        hparams = [space.hparams(i) for i in it.config_ids]
+        result = train_population(task, family, hparams, total_steps, spec.eval_every,
+                                  eval_batches=spec.eval_batches, replica=it.replica, device=device,
+                                  dtype=dtype, divergence_factor=float(spec.divergence_factor),
+                                  max_chunk=spec.max_population, progress=None if bar.disable else bar.update,
+                                  config_ids=it.config_ids, compile=spec.compile)
+        # the name and family columns come from the task itself (the store never parses names)
+        curves, runs = result_frames(result, task.name, task.family, task.config, optimizer,
+                                     it.config_ids, hparams, seeds, it.replica, total_steps,
+                                     spec.eval_every, device_name, float_dtype)
         write_part(store, it.part, curves, runs)
-        cfg_steps += len(it.config_ids) * int(total_steps)
+        cfg_steps += len(it.config_ids) * total_steps
         n_runs += len(it.config_ids)
         n_diverged += int(result.diverged.sum())
         bar.set_postfix({"part": f"{done + 1}/{len(todo)}", "task": it.task, "diverged": n_diverged})
-        if progress and bar.disable:  # no terminal (a log file, a batch job): one line per part
+        if spec.progress and bar.disable:  # no terminal (a log file, a batch job): one line per part
             rate = cfg_steps / max(time.perf_counter() - start, 1e-9)
             log.info("[%d/%d] %s: %d configs in %.1f s (%.0f cfg-steps/s so far, %d diverged)", done + 1,
                      len(todo), it.part, len(it.config_ids), result.seconds, rate, n_diverged)

@@ -93,6 +93,12 @@ def split_train(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor) -> Splits:
             "valid_outer": (x[valid_outer], y[valid_outer]), "test": (x_test, y_test)}
 
 
+def _unreadable(name: str, root: Path, exc: BaseException) -> str:
+    detail = " ".join(str(exc).split())[:160] or type(exc).__name__
+    return (f"dataset '{name}' under {root} is unreadable ({type(exc).__name__}: {detail}); delete its files "
+            f"and fetch them again (misc.download=true), or point misc.data_dir at a good copy")
+
+
 def load_torchvision(name: str, data_dir: str | Path, download: bool = False) -> Splits:
     """The four splits of a torchvision dataset under ``data_dir`` (cached per process)."""
     if name not in SOURCES:
@@ -110,8 +116,13 @@ def load_torchvision(name: str, data_dir: str | Path, download: bool = False) ->
             try:
                 ds = cls(str(root), **{src.split_kwarg: arg}, download=download)
             except RuntimeError as exc:
-                hint = "" if download else "; pass download=true to fetch it"
+                if "not found" not in str(exc).lower():
+                    raise DataError(_unreadable(name, root, exc)) from exc
+                hint = "" if download else ("; set misc.download=true to fetch it, misc.data_dir=<folder> to "
+                                            "point elsewhere, or misc.offline_data=substitute to run on a stand-in")
                 raise DataError(f"dataset '{name}' not found under {root} ({exc}){hint}") from exc
+            except (OSError, ValueError, EOFError, AssertionError) as exc:  # truncated or garbage files
+                raise DataError(_unreadable(name, root, exc)) from exc
             parts.append(dataset_to_tensors(ds, src.layout, src.label_attr))
         (x, y), (x_test, y_test) = parts
         _CACHE[key] = split_train(x, y, x_test, y_test)

@@ -1,30 +1,35 @@
-"""Population training: K hparam configs of one task stepped together (DESIGN.md §3, §6).
+"""Population training: K hparam configs of one task stepped together (docs/design.md §Engine).
 
-One replica's module is initialised once; its parameters are stacked on a leading ``[K]``
-axis (every config starts from the same point), the loss and gradient are
-``vmap(grad_and_value(loss), in_dims=(0, None))`` over ``torch.func.functional_call`` with
-the batch shared by all K, and the family's :class:`BatchedOptimizer` steps all K at once.
+One replica's module is initialised once; its parameters and task state (BatchNorm
+statistics) are stacked on a leading ``[K]`` axis (every config starts from the same
+point), the loss and gradient are ``vmap(grad_and_value(loss))`` over
+:meth:`Task.functional_loss` with the batch shared by all K and each config's own random
+numbers, and the family's :class:`BatchedOptimizer` steps all K at once.
+:class:`Population` exposes this as ``init`` / ``step`` / ``evaluate``.
 
 Schedule of one run (shared with :func:`taskset_lab.engine.single.train_single`):
 
 * training step ``s`` (``0 <= s < total_steps``) uses ``task.data.batch("train", s)`` and is
   update number ``s + 1``;
 * evaluations happen at step 0, every ``eval_every`` steps and at ``total_steps``, *before*
-  the update of that step; each is the mean loss over ``eval_batches`` fixed batches
-  (``task.data.eval_batches``) of every split, for all K in one vectorised pass.
+  the update of that step; each is the mean eval-mode loss (running statistics, no
+  dropout) over ``eval_batches`` fixed batches (``task.data.eval_batches``) of every split,
+  for all K in one vectorised pass.
 
 Divergence rule (:func:`divergence_bound`): with ``L0`` the train-split evaluation at
 step 0, a config diverges at the first step where a loss it produces is NaN/inf or above
 ``bound = L0 + divergence_factor * max(|L0|, 1e-12)``. Checked are the training minibatch
 loss of every step ``s`` (loss of the parameters before update ``s + 1``) and the train
-evaluation of every eval step. A diverged config is frozen (its parameters and optimizer
-state stop changing; ``torch.where``, so nothing else is touched) and every evaluation at
+evaluation of every eval step. A diverged config is frozen (its parameters, optimizer
+state and task state stop changing; ``torch.where``, so nothing else is touched) and every evaluation at
 or after its divergence step is reported as NaN. The check is tensor arithmetic: the step
 loop never synchronises with the host.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import os
 import time
@@ -36,7 +41,15 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from taskset_lab.optim.base import BatchedOptimizer, OptimizerFamily
-from taskset_lab.tasks.base import SPLITS, Batch, Task
+from taskset_lab.tasks.base import SPLITS, Batch, Task, eval_key, state_names
+from taskset_lab.tasks.context import StepContext, step_context
+
+# issue 14: compiled step, allocator settings, automatic K
+from taskset_lab.engine.compiled import (PROBE_KS, PROBE_MIN_STEPS, CompiledStep, apply_allocator_settings,  # noqa: E402
+                                         compile_available, compile_mode, probe_population_size,
+                                         should_compile)
+
+_log = logging.getLogger(__name__)
 
 #: the default ``divergence_factor`` (also the learner config's default)
 DEFAULT_DIVERGENCE_FACTOR = 100.0
@@ -142,7 +155,8 @@ def estimate_config_bytes(task: Task, module: nn.Module, num_state: int,
 
     handles = [m.register_forward_hook(hook) for m in module.modules()]
     try:
-        with torch.no_grad():
+        # a probe pass: draws nothing for real and leaves task state (BatchNorm statistics) alone
+        with torch.no_grad(), step_context(StepContext(train=True, probe=True)):
             task.forward_loss(module, task.data.batch("train", 0))
     finally:
         for h in handles:
@@ -171,66 +185,157 @@ def _where_k(keep: Tensor, old: Tensor, new: Tensor) -> Tensor:
     return torch.where(keep.view((-1,) + (1,) * (new.dim() - 1)), old, new)
 
 
-def _run_chunk(task: Task, module: nn.Module, family: OptimizerFamily,
-               configs: Sequence[Mapping[str, Any]], total_steps: int, steps: list[int],
-               eval_sets: dict[str, list[Batch]], device: torch.device, dtype: torch.dtype,
-               divergence_factor: float, progress: Progress | None) -> tuple[Tensor, Tensor]:
-    """Train one chunk; returns ``(evals [K, n_evals, 4] on CPU, diverged_step [K])``."""
-    k = len(configs)
-    buffers = {n: b for n, b in module.named_buffers()}
-    params = {n: p.detach().unsqueeze(0).expand((k,) + p.shape).clone()
-              for n, p in module.named_parameters()}
+@dataclass
+class PopulationState:
+    """Everything that changes while K configs train: the step about to be taken, the
+    stacked parameters, optimizer state and task state (``[K, ...]`` each), and the
+    divergence bookkeeping (``bound`` is set by the evaluation at step 0)."""
 
-    def loss_fn(p: dict[str, Tensor], batch: Batch) -> Tensor:
-        def model(*inputs: Tensor) -> Tensor:
-            return functional_call(module, (p, buffers), inputs)
-        return task.forward_loss(model, batch)
+    step: int
+    params: dict[str, Tensor]
+    opt_state: dict[str, dict[str, Tensor]]
+    task_state: dict[str, Tensor]
+    diverged: Tensor
+    diverged_step: Tensor
+    bound: Tensor
 
-    def eval_fn(p: dict[str, Tensor]) -> Tensor:
-        return torch.stack([torch.stack([loss_fn(p, b) for b in eval_sets[s]]).mean() for s in SPLITS])
 
-    step_fn = vmap(grad_and_value(loss_fn), in_dims=(0, None))
-    eval_all = vmap(eval_fn)
+class Population:
+    """K configs of one optimizer family on one task, one replica: ``init`` / ``step`` /
+    ``evaluate`` over an explicit :class:`PopulationState` (docs/design.md §Engine).
 
-    opt = BatchedOptimizer.from_configs(family, list(configs), total_steps, device=device, dtype=dtype)
-    state = opt.init(params)
-    diverged = torch.zeros(k, dtype=torch.bool, device=device)
-    dstep = torch.full((k,), -1, dtype=torch.long, device=device)
-    bound = torch.zeros(k, dtype=dtype, device=device)
-    evals: list[Tensor] = []
-    last_reported = 0
+    CURVES drives it through :func:`train_population`; outside code (a learned optimizer's
+    outer loop, say) can drive it step by step. ``config_ids`` are the configs' ids in the
+    whole collection: randomness is drawn per id, so config k here equals config k alone.
+    """
 
-    def evaluate(step: int) -> None:
-        nonlocal bound, diverged, dstep
+    def __init__(self, task: Task, family: OptimizerFamily | str, configs: Sequence[Mapping[str, Any]],
+                 total_steps: int, *, config_ids: Sequence[int] | None = None, replica: int = 0,
+                 eval_batches: int = 4, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32,
+                 divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
+                 prepared: tuple[Task, nn.Module] | None = None):
+        if isinstance(family, str):
+            from taskset_lab.optim import get_family
+
+            family = get_family(family)
+        if not configs:
+            raise ValueError("a population needs at least one config")
+        if eval_batches < 1:
+            raise ValueError(f"eval_batches must be >= 1, got {eval_batches}")
+        self.family = family
+        self.configs = [dict(c) for c in configs]
+        self.k = len(self.configs)
+        self.config_ids = list(range(self.k)) if config_ids is None else [int(c) for c in config_ids]
+        if len(self.config_ids) != self.k:
+            raise ValueError("config_ids must have one id per config")
+        self.total_steps, self.replica = int(total_steps), int(replica)
+        self.device, self.dtype = torch.device(device), dtype
+        self.divergence_factor = float(divergence_factor)
+        self.task, self.module = prepared or _prepare(task, replica, self.device, dtype)
+        names = set(state_names(self.module))
+        buffers = dict(self.module.named_buffers())
+        self._state0 = {n: b for n, b in buffers.items() if n in names}
+        self._constants = {n: b for n, b in buffers.items() if n not in names}
+        self.eval_sets = {s: self.task.data.eval_batches(s, eval_batches) for s in SPLITS}
+        self.opt = BatchedOptimizer.from_configs(family, self.configs, self.total_steps,
+                                                 device=self.device, dtype=dtype)
+        self._eval_noise = {s: [self._stacked_noise(b, False, eval_key(s, i)) for i, b in enumerate(bs)]
+                            for s, bs in self.eval_sets.items()}
+        self._grad = vmap(grad_and_value(self._train_loss, has_aux=True), in_dims=(0, 0, None, 0))
+        self._eval = vmap(self._eval_losses, in_dims=(0, 0, 0))
+
+    # -- the pure functions that vmap maps over configs ----------------------------------------
+    def _train_loss(self, params: dict[str, Tensor], state: dict[str, Tensor], batch: Batch,
+                    noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.task.functional_loss(self.module, params, state, self._constants, batch, noise, True)
+
+    def _eval_losses(self, params: dict[str, Tensor], state: dict[str, Tensor],
+                     noise: dict[str, list[dict[str, Tensor]]]) -> Tensor:
+        per_split = []
+        for s in SPLITS:
+            losses = [self.task.functional_loss(self.module, params, state, self._constants, b, n, False)[0]
+                      for b, n in zip(self.eval_sets[s], noise[s])]
+            per_split.append(torch.stack(losses).mean())
+        return torch.stack(per_split)
+
+    def _stacked_noise(self, batch: Batch, train: bool, key: int | str) -> dict[str, Tensor]:
+        spec = self.task.noise_spec(self.module, batch, train)
+        if not spec:
+            return {}
+        draws = [self.task.draw_noise(spec, key, cid, self.replica, self.dtype, self.device)
+                 for cid in self.config_ids]
+        return {name: torch.stack([d[name] for d in draws]) for name in spec}
+
+    # -- the API ---------------------------------------------------------------------------------
+    def init(self) -> PopulationState:
+        """Every config at the replica's initial parameters, fresh optimizer state, step 0."""
+        k = self.k
+        params = {n: p.detach().unsqueeze(0).expand((k,) + p.shape).clone()
+                  for n, p in self.module.named_parameters()}
+        task_state = {n: b.detach().unsqueeze(0).expand((k,) + b.shape).clone() for n, b in self._state0.items()}
+        return PopulationState(
+            step=0, params=params, opt_state=self.opt.init(params), task_state=task_state,
+            diverged=torch.zeros(k, dtype=torch.bool, device=self.device),
+            diverged_step=torch.full((k,), -1, dtype=torch.long, device=self.device),
+            bound=torch.zeros(k, dtype=self.dtype, device=self.device))
+
+    def step(self, state: PopulationState) -> PopulationState:
+        """One training step on ``batch("train", state.step)``: gradients of all K, the batched
+        update, and the divergence freeze (a config whose minibatch loss is bad keeps its
+        parameters, optimizer state and task state). No host synchronisation."""
+        s = state.step
+        batch = self.task.data.batch("train", s)
+        noise = self._stacked_noise(batch, True, s)
+        grads, (values, new_task_state) = self._grad(state.params, state.task_state, batch, noise)
+        bad = is_bad(values.detach(), state.bound)
+        dstep = torch.where(bad & ~state.diverged, s, state.diverged_step)
+        diverged = state.diverged | bad
         with torch.no_grad():
-            values = eval_all(params)  # [K, 4]
-        if step == 0:
-            bound = divergence_bound(values[:, 0], divergence_factor)
-        bad = is_bad(values[:, 0], bound)
-        dstep = torch.where(bad & ~diverged, step, dstep)
-        diverged = diverged | bad
-        evals.append(values)
+            new_params, new_opt = self.opt.step(state.params, grads, state.opt_state)
+            params = {n: _where_k(diverged, state.params[n], new_params[n]) for n in state.params}
+            opt_state = {n: {key: _where_k(diverged, state.opt_state[n][key], v) for key, v in st.items()}
+                         for n, st in new_opt.items()}
+            task_state = {n: _where_k(diverged, state.task_state[n], v) for n, v in new_task_state.items()}
+        return PopulationState(s + 1, params, opt_state, task_state, diverged, dstep, state.bound)
 
+    def evaluate(self, state: PopulationState) -> tuple[Tensor, PopulationState]:
+        """Mean eval-mode loss over each split's fixed batches, ``[K, 4]`` in SPLITS order,
+        and the state with the divergence check of this evaluation applied (at step 0 it sets
+        the bound from the train-split loss)."""
+        with torch.no_grad():
+            values = self._eval(state.params, state.task_state, self._eval_noise)
+        bound = divergence_bound(values[:, 0], self.divergence_factor) if state.step == 0 else state.bound
+        bad = is_bad(values[:, 0], bound)
+        dstep = torch.where(bad & ~state.diverged, state.step, state.diverged_step)
+        return values, dataclasses.replace(state, diverged=state.diverged | bad, diverged_step=dstep,
+                                           bound=bound)
+
+
+def _run_chunk(population: Population, steps: list[int], progress: Progress | None,
+               compiled: bool = False) -> tuple[Tensor, Tensor]:
+    """Train one population over the schedule; returns ``(evals [K, n_evals, 4] on CPU,
+    diverged_step [K])``."""
+    k = population.k
+    state = population.init()
+    # issue 14: the compiled step (engine/compiled.py), same curves as population.step
+    step_fn = CompiledStep(population).step if compiled else population.step
+    evals: list[Tensor] = []
     eval_set = set(steps)
-    for s in range(total_steps):
+    last_reported = 0
+    for s in range(population.total_steps):
         if s in eval_set:
-            evaluate(s)
+            values, state = population.evaluate(state)
+            evals.append(values)
             if progress is not None and s > last_reported:
                 progress(k * (s - last_reported))
                 last_reported = s
-        grads, values = step_fn(params, task.data.batch("train", s))
-        bad = is_bad(values.detach(), bound)
-        dstep = torch.where(bad & ~diverged, s, dstep)
-        diverged = diverged | bad
-        with torch.no_grad():
-            new_params, new_state = opt.step(params, grads, state)
-            params = {n: _where_k(diverged, params[n], new_params[n]) for n in params}
-            state = {n: {key: _where_k(diverged, state[n][key], v) for key, v in st.items()}
-                     for n, st in new_state.items()}
-    evaluate(total_steps)
+        state = step_fn(state)
+    values, state = population.evaluate(state)
+    evals.append(values)
     if progress is not None:
-        progress(k * (total_steps - last_reported))
-    return torch.stack(evals, dim=1).cpu(), dstep.cpu()
+        progress(k * (population.total_steps - last_reported))
+    return torch.stack(evals, dim=1).cpu(), state.diverged_step.cpu()
 
 
 def train_population(task: Task, family: OptimizerFamily | str, configs: Sequence[Mapping[str, Any]],
@@ -238,13 +343,19 @@ def train_population(task: Task, family: OptimizerFamily | str, configs: Sequenc
                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                      divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
                      max_chunk: int | None = None, memory_budget: int | None = None,
-                     progress: Progress | None = None) -> PopulationResult:
+                     progress: Progress | None = None,
+                     config_ids: Sequence[int] | None = None,
+                     compile: str | bool = "auto") -> PopulationResult:
     """Train ``configs`` (hparam dicts of ``family``) on ``task`` as one population.
 
     Configs are split into chunks of at most ``max_chunk`` (default: as many as fit in
     ``memory_budget`` bytes by :func:`estimate_config_bytes`; default budget: half the free
     memory of ``device``); results are concatenated in config order. ``progress`` is called
-    with the number of config-steps done since its last call.
+    with the number of config-steps done since its last call. ``config_ids`` (default
+    ``0..K-1``) key each config's randomness (see :class:`Population`).
+    Without ``max_chunk`` the chunk size is picked by a short timing probe within the memory
+    bound; ``compile`` (``auto``/``true``/``false``) runs the step through ``torch.compile``
+    (engine/compiled.py; ``auto``: only when the run is long enough to pay for compiling).
     """
     if isinstance(family, str):
         from taskset_lab.optim import get_family
@@ -258,7 +369,6 @@ def train_population(task: Task, family: OptimizerFamily | str, configs: Sequenc
     steps = eval_steps(int(total_steps), int(eval_every))
     device = torch.device(device)
     task, module = _prepare(task, replica, device, dtype)
-    eval_sets = {s: task.data.eval_batches(s, eval_batches) for s in SPLITS}
     k = len(configs)
     if max_chunk is None:
         budget = default_memory_budget(device) if memory_budget is None else int(memory_budget)
@@ -266,14 +376,34 @@ def train_population(task: Task, family: OptimizerFamily | str, configs: Sequenc
         chunk = auto_chunk(k, per_config, budget)
     else:
         chunk = max(1, int(max_chunk))
+    ids = list(range(k)) if config_ids is None else [int(c) for c in config_ids]
+    # issue 14 (engine/compiled.py): allocator settings, K from a timing probe, compile or not
+    apply_allocator_settings()
+    mode = compile_mode(compile)
+    step_s = 0.0
+    time_it = mode == "auto" and compile_available(device) and int(total_steps) * math.ceil(k / chunk) >= 200
+    probe_k = max_chunk is None and chunk > 1 and int(total_steps) >= PROBE_MIN_STEPS
+    if probe_k or time_it:
+        def probe_population(n: int) -> Population:
+            return Population(task, family, configs[:n], int(total_steps), config_ids=ids[:n], replica=replica,
+                              eval_batches=1, device=device, dtype=dtype,
+                              divergence_factor=divergence_factor, prepared=(task, module))
+        probe_ks = PROBE_KS if probe_k else (chunk,)
+        chunk, step_s = probe_population_size(probe_population, k, chunk, probe_ks, need_time=time_it)
+    _log.info("population size K=%d of %d configs (%s)", chunk, k, "max_population" if max_chunk is not None
+              else "timing probe" if probe_k else "memory bound; run too short to probe")
+    use_compile = should_compile(mode, device, step_s * int(total_steps) * math.ceil(k / chunk))
     parts, dsteps = [], []
     for lo in range(0, k, chunk):
-        ev, ds = _run_chunk(task, module, family, configs[lo:lo + chunk], int(total_steps), steps,
-                            eval_sets, device, dtype, float(divergence_factor), progress)
+        population = Population(task, family, configs[lo:lo + chunk], int(total_steps),
+                                config_ids=ids[lo:lo + chunk], replica=replica, eval_batches=eval_batches,
+                                device=device, dtype=dtype, divergence_factor=divergence_factor,
+                                prepared=(task, module))
+        ev, ds = _run_chunk(population, steps, progress, compiled=use_compile)
         parts.append(ev)
         dsteps.append(ds)
     evals = torch.cat(parts, dim=0)
     dstep = torch.cat(dsteps, dim=0)
     losses = mask_after_divergence({s: evals[:, :, i] for i, s in enumerate(SPLITS)}, steps, dstep)
     return PopulationResult(steps=steps, losses=losses, diverged_step=dstep,
-                            seconds=time.perf_counter() - start, extra={"chunk": chunk})
+                            seconds=time.perf_counter() - start, extra={"chunk": chunk, "compiled": use_compile})

@@ -12,8 +12,10 @@ value counts. ``value`` is the mean of that over the held-out tasks.
 
 Methods: ``list`` (the learned list, k = 1..length), ``random`` (exact expectation over
 orderings of all C configs, k = 1..C), ``best_single`` (the config with the best mean select
-value on the training tasks; more trials do not change it, k = 1..length) and, when asked,
-``tpe`` (Optuna TPE snapped to the recorded configs, mean over seeds, k = 1..trials).
+value on the training tasks; more trials do not change it, k = 1..length), when asked,
+``tpe`` (Optuna TPE snapped to the recorded configs, mean over seeds, k = 1..trials), and
+one method per reference list (e.g. ``opt_list``: a published list tried in its own order,
+k = 1..N; see :mod:`taskset_lab.hparam_list.references`).
 Random search and TPE do not use the training tasks, so they are computed once per task and
 averaged over each fold's held-out tasks.
 """
@@ -21,7 +23,7 @@ averaged over each fold's held-out tasks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,6 +49,9 @@ class Evaluation:
     summary: pd.DataFrame
     speedup: pd.DataFrame
     lists: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    #: per reference list: its entries needed to match the learned list at k (``speedup_table``
+    #: columns, ``random_*`` read as the reference's), with ``scheme`` and ``reference`` columns
+    reference_speedup: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def cv_folds(n_tasks: int, folds: int = 5, seed: int = 0) -> list[np.ndarray]:
@@ -115,11 +120,21 @@ def evaluate_matrices(select: np.ndarray, report: np.ndarray, families: Sequence
                       length: int = 30, folds: int = 5, seed: int = 0, leave_one_family_out: bool = True,
                       hparams: pd.DataFrame | None = None, tpe_trials: int = 0,
                       tpe_seeds: int | Sequence[int] = 2, tpe_startup_trials: int = 10,
-                      speedup_ks: Sequence[int] = (1, 3, 10, 30)) -> Evaluation:
+                      speedup_ks: Sequence[int] = (1, 3, 10, 30),
+                      references: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Evaluation:
     """Cross-validated and leave-one-family-out evaluation on ``select``/``report`` ``[T, C]`` matrices.
 
     ``hparams`` (one row per column, same order) is needed only for TPE (``tpe_trials > 0``).
+    ``references`` maps a list name to its ``(select, report)`` ``[T, N]`` matrices, columns
+    in the list's order (same tasks as ``select``).
     """
+    references = dict(references or {})
+    for name, (r_sel, r_rep) in references.items():
+        if np.shape(r_sel) != np.shape(r_rep) or np.ndim(r_sel) != 2 or np.shape(r_sel)[0] != np.shape(select)[0]:
+            raise ValueError(f"reference {name}: select {np.shape(r_sel)} and report {np.shape(r_rep)} must be "
+                             f"[{np.shape(select)[0]}, N]")
+        if name in METHODS:
+            raise ValueError(f"reference list name {name!r} clashes with a method name")
     sel = np.asarray(select, dtype=float)
     rep = np.asarray(report, dtype=float)
     if sel.shape != rep.shape or sel.ndim != 2:
@@ -153,6 +168,10 @@ def evaluate_matrices(select: np.ndarray, report: np.ndarray, families: Sequence
         rows += _rows(scheme, fold, "best_single", np.full(length, rep[held, single].mean()), n, fam)
         if tpe_all is not None:
             rows += _rows(scheme, fold, "tpe", tpe_all[held].mean(axis=0), n, fam)
+        for name, (r_sel, r_rep) in references.items():
+            r_sel, r_rep = np.asarray(r_sel, dtype=float), np.asarray(r_rep, dtype=float)
+            curve = order_curve(r_sel[held], r_rep[held], list(range(r_sel.shape[1]))).mean(axis=0)
+            rows += _rows(scheme, fold, name, curve, n, fam)
     evaluation = pd.DataFrame(rows, columns=EVAL_COLUMNS)
     summary = summarize(evaluation)
     speed = []
@@ -164,7 +183,17 @@ def evaluate_matrices(select: np.ndarray, report: np.ndarray, families: Sequence
         table.insert(0, "scheme", scheme)
         speed.append(table)
     speedup = pd.concat(speed, ignore_index=True) if speed else speedup_table([], [], ())
-    return Evaluation(evaluation, summary, speedup, lists)
+    ref_speed = []
+    for scheme in summary["scheme"].unique():
+        part = summary[summary["scheme"] == scheme]
+        lc = part[part["method"] == "list"].sort_values("k")["mean"].to_numpy()
+        for name in references:
+            table = speedup_table(lc, part[part["method"] == name].sort_values("k")["mean"].to_numpy(), speedup_ks)
+            table.insert(0, "reference", name)
+            table.insert(0, "scheme", scheme)
+            ref_speed.append(table)
+    ref_speedup = pd.concat(ref_speed, ignore_index=True) if ref_speed else pd.DataFrame()
+    return Evaluation(evaluation, summary, speedup, lists, ref_speedup)
 
 
 def summarize(evaluation: pd.DataFrame) -> pd.DataFrame:
@@ -180,11 +209,14 @@ def evaluate_hparam_list(norm_df: pd.DataFrame, length: int = 30, folds: int = 5
                          leave_one_family_out: bool = True, hparams: pd.DataFrame | None = None,
                          tpe_trials: int = 0, tpe_seeds: int | Sequence[int] = 2,
                          tpe_startup_trials: int = 10,
-                         speedup_ks: Sequence[int] = (1, 3, 10, 30)) -> Evaluation:
+                         speedup_ks: Sequence[int] = (1, 3, 10, 30),
+                         references: Mapping[str, pd.DataFrame] | None = None) -> Evaluation:
     """:func:`evaluate_matrices` on the output of :func:`normalized_losses`.
 
     ``hparams`` is indexed by config id (e.g. :func:`hparams_frame`); lists in the result are
-    column indices into the sorted config ids.
+    column indices into the sorted config ids. ``references`` maps a list name to its
+    normalized losses (config id = rank in the list; see
+    :func:`taskset_lab.hparam_list.references.normalize_with_references`).
     """
     tasks, config_ids, sel = loss_matrix(norm_df, SELECT)
     _, config_ids_r, rep = loss_matrix(norm_df, REPORT)
@@ -195,7 +227,24 @@ def evaluate_hparam_list(norm_df: pd.DataFrame, length: int = 30, folds: int = 5
         if missing:
             raise ValueError(f"hparams lack config ids {missing[:10]}")
         hparams = hparams.loc[config_ids]
+    ref_matrices = {name: _reference_matrices(ref, tasks, name) for name, ref in (references or {}).items()}
     return evaluate_matrices(sel, rep, task_families(norm_df, tasks), length=length, folds=folds, seed=seed,
                              leave_one_family_out=leave_one_family_out, hparams=hparams,
                              tpe_trials=tpe_trials, tpe_seeds=tpe_seeds,
-                             tpe_startup_trials=tpe_startup_trials, speedup_ks=speedup_ks)
+                             tpe_startup_trials=tpe_startup_trials, speedup_ks=speedup_ks,
+                             references=ref_matrices)
+
+
+def _reference_matrices(ref: pd.DataFrame, tasks: list[str], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """A reference list's select/report matrices on ``tasks`` (rows), its entries in order."""
+    out = []
+    for split in (SELECT, REPORT):
+        ref_tasks, ids, matrix = loss_matrix(ref, split)
+        if list(ids) != list(range(len(ids))):
+            raise ValueError(f"reference {name}: entries must be ranks 0..N-1, got {list(ids)[:5]}...")
+        missing = sorted(set(tasks) - set(ref_tasks))
+        if missing:
+            raise ValueError(f"reference {name} lacks tasks {missing[:5]}")
+        index = {t: i for i, t in enumerate(ref_tasks)}
+        out.append(matrix[[index[t] for t in tasks]])
+    return out[0], out[1]

@@ -87,19 +87,24 @@ def write_report(out_dir: str | Path, hparam_list: Mapping[str, Any], norm_df: p
     norm.attrs = {}
     paths["normalized_losses"] = out / "normalized_losses.parquet"
     norm.to_parquet(paths["normalized_losses"], index=False)
-    for name, frame in (("evaluation", evaluation.evaluation), ("summary", evaluation.summary),
-                        ("speedup", evaluation.speedup)):
+    frames = [("evaluation", evaluation.evaluation), ("summary", evaluation.summary),
+              ("speedup", evaluation.speedup)]
+    if len(evaluation.reference_speedup):
+        frames.append(("reference_speedup", evaluation.reference_speedup))
+    for name, frame in frames:
         paths[name] = out / f"{name}.csv"
         frame.to_csv(paths[name], index=False)
     return paths
 
 
 def format_table(summary: pd.DataFrame, ks: Sequence[int] = (1, 3, 10), scheme: str | None = None,
-                 speedup: pd.DataFrame | None = None) -> str:
+                 speedup: pd.DataFrame | None = None, reference_speedup: pd.DataFrame | None = None) -> str:
     """A compact text table: mean held-out normalized loss per method at the given trial counts.
 
-    ``scheme`` defaults to ``cv`` when present. Methods missing at some k show ``-``. With a
-    ``speedup`` table, a last row gives the random-search trials needed to match the list.
+    ``scheme`` defaults to ``cv`` when present. Methods missing at some k show ``-``; reference
+    lists (methods not in :data:`METHOD_LABELS`, e.g. ``opt_list``) follow the others. With a
+    ``speedup`` table, a row gives the random-search trials needed to match the list; with a
+    ``reference_speedup`` table, one row per reference list gives its entries needed.
     """
     schemes = list(summary["scheme"].unique())
     if not schemes:
@@ -107,16 +112,23 @@ def format_table(summary: pd.DataFrame, ks: Sequence[int] = (1, 3, 10), scheme: 
     scheme = scheme or ("cv" if "cv" in schemes else schemes[0])
     part = summary[summary["scheme"] == scheme]
     methods = [m for m in METHOD_LABELS if m in set(part["method"])]
+    methods += sorted(set(part["method"]) - set(METHOD_LABELS))
     n_folds = int(part["n_folds"].max()) if len(part) else 0
     head = ["method"] + [f"k={k}" for k in ks]
     body = []
     for m in methods:
         vals = part[part["method"] == m].set_index("k")["mean"]
-        body.append([METHOD_LABELS[m]] + [f"{vals[k]:.4f}" if k in vals.index else "-" for k in ks])
+        body.append([METHOD_LABELS.get(m, m)] + [f"{vals[k]:.4f}" if k in vals.index else "-" for k in ks])
     if speedup is not None and len(speedup):
         sp = speedup[speedup["scheme"] == scheme].set_index("k") if "scheme" in speedup else speedup.set_index("k")
         body.append(["random trials to match list"]
                     + [str(sp.loc[k, "random_trials_label"]) if k in sp.index else "-" for k in ks])
+    if reference_speedup is not None and len(reference_speedup):
+        ref = reference_speedup[reference_speedup["scheme"] == scheme]
+        for name in ref["reference"].unique():
+            sp = ref[ref["reference"] == name].set_index("k")
+            body.append([f"{name} trials to match list"]
+                        + [str(sp.loc[k, "random_trials_label"]) if k in sp.index else "-" for k in ks])
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(r: list[str]) -> str:
@@ -141,6 +153,7 @@ def log_to_wandb(run: Any, evaluation_summary: pd.DataFrame, hparam_list: Mappin
     for scheme in evaluation_summary["scheme"].unique():
         part = evaluation_summary[evaluation_summary["scheme"] == scheme]
         methods = [m for m in METHOD_LABELS if m in set(part["method"])]
+        methods += sorted(set(part["method"]) - set(METHOD_LABELS))  # reference lists
         xs, ys = [], []
         for m in methods:
             rows = part[part["method"] == m].sort_values("k")
@@ -151,7 +164,7 @@ def log_to_wandb(run: Any, evaluation_summary: pd.DataFrame, hparam_list: Mappin
                 if len(hit):
                     run.summary[f"{prefix}/{scheme}/{m}/k{k}"] = float(hit["mean"].iloc[0])
         logged[f"{prefix}/curves_{scheme}"] = wandb.plot.line_series(
-            xs=xs, ys=ys, keys=[METHOD_LABELS[m] for m in methods],
+            xs=xs, ys=ys, keys=[METHOD_LABELS.get(m, m) for m in methods],
             title=f"held-out normalized loss vs trials ({scheme})", xname="trials")
     table = wandb.Table(columns=["rank", "config_id", "hparams"],
                         data=[[int(e["rank"]), int(e["config_id"]), json.dumps(e["hparams"], sort_keys=True)]

@@ -1,15 +1,24 @@
-"""Optimizers: families (search space + update), schedules, batched forms, learned lists."""
+"""Optimizers: families (search space + update), schedules, batched forms, released configs, lists."""
 
-from taskset_lab.optim.adam import ADAM1P, ADAM4P, ADAM8P, Adam1p, Adam4p, Adam8p
+from taskset_lab.optim.adam import ADAM1P, ADAM4P, Adam1p, Adam4p
+from taskset_lab.optim.adam8p import ADAM6P, ADAM8P, Adam6p, Adam8p
 from taskset_lab.optim.base import BatchedOptimizer, FamilyOptimizer, OptimizerFamily
-from taskset_lab.optim.hparam_list import hparam_list_entry, hparam_list_optimizer, load_hparam_list
+from taskset_lab.optim.hparam_list import (
+    builtin_list_names,
+    hparam_list_entry,
+    hparam_list_optimizer,
+    load_hparam_list,
+)
 from taskset_lab.optim.nadamw import NADAMW, NAdamW
 from taskset_lab.optim.registry import family_names, get_family, sampled_optimizer
-from taskset_lab.optim.schedules import linear_exponential_decay, virtual_step, warmup_constant_cosine
+from taskset_lab.optim.released import released_config, released_hparams
+from taskset_lab.optim.schedules import opt_list_cosine_lr, taskset_decay_lr
+from taskset_lab.optim.search_space import SearchSpace, resolve_search_space
 
 __all__ = [
-    "ADAM1P", "ADAM4P", "ADAM8P", "NADAMW", "Adam1p", "Adam4p", "Adam8p", "NAdamW",
-    "BatchedOptimizer", "FamilyOptimizer", "OptimizerFamily", "family_names", "get_family",
-    "sampled_optimizer", "hparam_list_entry", "hparam_list_optimizer", "load_hparam_list",
-    "linear_exponential_decay", "virtual_step", "warmup_constant_cosine",
+    "ADAM1P", "ADAM4P", "ADAM6P", "ADAM8P", "NADAMW", "Adam1p", "Adam4p", "Adam6p", "Adam8p", "NAdamW",
+    "BatchedOptimizer", "FamilyOptimizer", "OptimizerFamily", "SearchSpace", "builtin_list_names",
+    "family_names", "get_family", "hparam_list_entry", "hparam_list_optimizer", "load_hparam_list",
+    "opt_list_cosine_lr", "released_config", "released_hparams", "resolve_search_space",
+    "sampled_optimizer", "taskset_decay_lr",
 ]

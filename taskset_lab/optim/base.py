@@ -1,4 +1,4 @@
-"""Optimizer families: one update rule, two front ends (DESIGN.md §3).
+"""Optimizer families: one update rule, two front ends.
 
 A family defines its search space (``sample(seed) -> hparams``) and its update as a pure
 function of tensors, :meth:`OptimizerFamily.update`. Hyperparameters reach ``update`` either
@@ -6,6 +6,12 @@ as 0-dim tensors (one config, through :class:`FamilyOptimizer`, a ``torch.optim.
 or as tensors of shape ``[K, 1, ..., 1]`` broadcasting over stacked parameters
 ``[K, *shape]`` (a population, through :class:`BatchedOptimizer`). Because both front ends
 run the very same arithmetic, config k of a population follows the one-config trajectory.
+
+Precision: the update runs in the *compute dtype* of the parameters (float64 for float64
+parameters, float32 otherwise, so bf16/fp16 parameters are updated in float32 and rounded
+back); hyperparameters and the moment states are kept in that dtype. The step counter is a
+float32 tensor whatever the parameter dtype (a bf16 counter would stop at 256): float32
+counts exactly up to 2**24 steps.
 """
 
 from __future__ import annotations
@@ -18,6 +24,14 @@ from torch import Tensor
 
 HParams = dict[str, Any]
 
+#: dtype of every step counter (exact integers up to 2**24)
+STEP_DTYPE = torch.float32
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype an update of ``dtype`` parameters computes in (float64 stays, else float32)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
 
 class OptimizerFamily(ABC):
     """A search space plus an update rule. Subclasses are stateless singletons."""
@@ -28,6 +42,10 @@ class OptimizerFamily(ABC):
     hparam_names: tuple[str, ...] = ()
     #: names of per-parameter state tensors ``update`` keeps (all start as zeros)
     state_names: tuple[str, ...] = ()
+    #: the name TaskSet / opt_list released configs under (``"<released_name>_seed<N>"``)
+    released_name: str = ""
+    #: our hparam name -> the released key, in the released (draw) order
+    released_keys: Mapping[str, str] = {}
 
     @abstractmethod
     def sample(self, seed: int) -> HParams:
@@ -45,26 +63,40 @@ class OptimizerFamily(ABC):
             raise ValueError(f"{self.name}: missing hparams {missing}, unknown hparams {unknown}")
         return {k: float(hparams[k]) for k in self.hparam_names}
 
+    def to_released(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """``hparams`` under the released keys and in the released order."""
+        return {theirs: hparams[ours] for ours, theirs in self.released_keys.items()}
+
+    def from_released(self, released: Mapping[str, Any]) -> HParams:
+        """A released config's hparams under our names (raises ``KeyError`` on a missing key)."""
+        return {ours: released[theirs] for ours, theirs in self.released_keys.items()}
+
     @abstractmethod
     def update(self, p: Tensor, g: Tensor, state: dict[str, Tensor], step: Tensor,
                hp: Mapping[str, Tensor], total_steps: int) -> tuple[Tensor, dict[str, Tensor]]:
         """One step for one parameter tensor. Pure: returns ``(new_p, new_state)``.
 
-        ``step`` is the 1-based count of this update (a tensor broadcastable with ``p``);
-        ``hp`` values broadcast against ``p``; ``total_steps`` is the run length the
-        schedule is defined over.
+        ``step`` is the 1-based count of this update (a float32 tensor broadcastable with
+        ``p``); ``p``, ``g``, the state and the ``hp`` values share the compute dtype and
+        broadcast against each other; ``total_steps`` is the run length the schedule is
+        defined over.
         """
 
     def init_state(self, p: Tensor) -> dict[str, Tensor]:
-        return {name: torch.zeros_like(p) for name in self.state_names}
+        return {name: torch.zeros_like(p, dtype=compute_dtype(p.dtype)) for name in self.state_names}
+
+
+def _as_compute(x: Tensor) -> Tensor:
+    return x.to(compute_dtype(x.dtype))
 
 
 class FamilyOptimizer(torch.optim.Optimizer):
     """``torch.optim.Optimizer`` for one config of a family.
 
     The hyperparameters live in ``param_groups`` (so schedulers and loggers can read them),
-    per-parameter state in ``self.state``. The learning-rate schedule is part of the family's
-    update and needs ``total_steps``.
+    per-parameter state in ``self.state`` (``step`` a float32 counter, the moments in the
+    compute dtype). The learning-rate schedule is part of the family's update and needs
+    ``total_steps``.
     """
 
     family: OptimizerFamily
@@ -89,14 +121,16 @@ class FamilyOptimizer(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros((), dtype=p.dtype, device=p.device)
+                    state["step"] = torch.zeros((), dtype=STEP_DTYPE, device=p.device)
                     state.update(self.family.init_state(p))
                 state["step"] += 1
-                hp = {k: torch.as_tensor(group[k], dtype=p.dtype, device=p.device)
+                cdt = compute_dtype(p.dtype)
+                hp = {k: torch.as_tensor(group[k], dtype=cdt, device=p.device)
                       for k in self.family.hparam_names}
-                inner = {k: state[k] for k in self.family.state_names}
-                new_p, new_state = self.family.update(p, p.grad, inner, state["step"], hp,
-                                                      group["total_steps"])
+                # a state loaded by load_state_dict comes back in the parameter dtype
+                inner = {k: state[k].to(cdt) for k in self.family.state_names}
+                new_p, new_state = self.family.update(_as_compute(p), _as_compute(p.grad), inner,
+                                                      state["step"], hp, group["total_steps"])
                 p.copy_(new_p)
                 for k, v in new_state.items():
                     state[k] = v
@@ -108,6 +142,8 @@ class BatchedOptimizer:
 
     ``hparams`` maps each name to a ``[K]`` tensor; parameters are dicts of ``[K, *shape]``
     tensors. Everything stays on the device; ``step`` never synchronises with the host.
+    The state of each parameter holds a shared 0-dim float32 ``step`` and the family's
+    moments (``[K, *shape]``, compute dtype).
     """
 
     def __init__(self, family: OptimizerFamily, hparams: Mapping[str, Tensor], total_steps: int):
@@ -123,20 +159,21 @@ class BatchedOptimizer:
     def from_configs(cls, family: OptimizerFamily, configs: list[Mapping[str, Any]],
                      total_steps: int, device: torch.device | str = "cpu",
                      dtype: torch.dtype = torch.float32) -> "BatchedOptimizer":
+        """``configs`` stacked; ``dtype`` is the parameters' dtype (hparams keep its compute dtype)."""
         rows = [family.validate(c) for c in configs]
-        hp = {k: torch.tensor([r[k] for r in rows], device=device, dtype=dtype)
+        hp = {k: torch.tensor([r[k] for r in rows], device=device, dtype=compute_dtype(dtype))
               for k in family.hparam_names}
         return cls(family, hp, total_steps)
 
     def init(self, params: Mapping[str, Tensor]) -> dict[str, dict[str, Tensor]]:
         state = {name: self.family.init_state(p) for name, p in params.items()}
         for name, p in params.items():
-            state[name]["step"] = torch.zeros((), dtype=p.dtype, device=p.device)
+            state[name]["step"] = torch.zeros((), dtype=STEP_DTYPE, device=p.device)
         return state
 
     def _hp_for(self, p: Tensor) -> dict[str, Tensor]:
         view = (self.num_configs,) + (1,) * (p.dim() - 1)
-        return {k: v.to(p.dtype).view(view) for k, v in self.hparams.items()}
+        return {k: v.to(compute_dtype(p.dtype)).view(view) for k, v in self.hparams.items()}
 
     def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor],
              state: dict[str, dict[str, Tensor]]) -> tuple[dict[str, Tensor], dict]:
@@ -146,8 +183,8 @@ class BatchedOptimizer:
             st = state[name]
             step = st["step"] + 1
             inner = {k: st[k] for k in self.family.state_names}
-            new_p, upd = self.family.update(p, grads[name], inner, step, self._hp_for(p),
-                                            self.total_steps)
-            new_params[name] = new_p
+            new_p, upd = self.family.update(_as_compute(p), _as_compute(grads[name]), inner, step,
+                                            self._hp_for(p), self.total_steps)
+            new_params[name] = new_p.to(p.dtype)
             new_state[name] = dict(upd, step=step)
         return new_params, new_state

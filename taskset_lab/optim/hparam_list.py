@@ -1,13 +1,26 @@
-"""Using a learned hparam list: entry k as a ready optimizer.
+"""Hparam lists: entry k as a ready optimizer, from a learned list file or a built-in list.
 
 A list file (``hparam_list.json``, written by the HPARAM_LIST pipeline) holds at least::
 
     {"optimizer": "nadamw", "entries": [{"rank": 0, "config_id": 12, "hparams": {...}}, ...]}
+
+Built-in lists ship with the package and are named instead of a path:
+
+* ``opt_list``: opt_list's published NAdamW list (Metz et al. 2020, "Using a thousand
+  optimization tasks to learn hyperparameter search strategies";
+  google-research/google-research ``opt_list/``, Apache 2.0). The order is opt_list's
+  ``nadamw_opt_list.txt`` (1000 names, shipped in ``taskset_lab/optim/data/``); the hparams
+  of ``nadamw_grid_seed<N>`` are our nadamw sampler at seed N, which reproduces opt_list's
+  ``nadamw_configs.json``. Entry k's ``config_id`` is N (the nadamw config id of a search
+  space with ``seed_offset: 0``).
 """
 
 from __future__ import annotations
 
+import copy
 import json
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -16,16 +29,45 @@ import torch
 from taskset_lab.errors import DataError
 from taskset_lab.optim.base import FamilyOptimizer
 from taskset_lab.optim.registry import family_names, get_family
+from taskset_lab.optim.released import parse_released_name
+
+#: built-in list name -> the data file holding its order of released config names
+BUILTIN_LISTS = {"opt_list": "nadamw_opt_list.txt"}
 
 
-def load_hparam_list(path: str | Path) -> dict[str, Any]:
-    """The list file as a dict, checked for its required keys (raises :class:`DataError`)."""
-    path = Path(path)
+def builtin_list_names() -> list[str]:
+    return sorted(BUILTIN_LISTS)
+
+
+@lru_cache(maxsize=None)
+def _builtin(name: str) -> dict[str, Any]:
+    text = resources.files("taskset_lab.optim").joinpath("data", BUILTIN_LISTS[name]).read_text()
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    entries, optimizer = [], None
+    for rank, config_name in enumerate(names):
+        family, seed = parse_released_name(config_name)
+        if optimizer not in (None, family.name):
+            raise DataError(f"built-in list {name} mixes optimizer families {optimizer} and {family.name}")
+        optimizer = family.name
+        entries.append({"rank": rank, "config_id": seed, "name": config_name, "hparams": family.sample(seed)})
+    return {"optimizer": optimizer, "name": name, "source": f"built-in list {name} ({BUILTIN_LISTS[name]})",
+            "entries": entries}
+
+
+def load_hparam_list(source: str | Path) -> dict[str, Any]:
+    """A built-in list by name, or a list file, as a dict checked for its required keys.
+
+    Raises :class:`DataError` for a missing or malformed file.
+    """
+    if str(source) in BUILTIN_LISTS:
+        return copy.deepcopy(_builtin(str(source)))
+    path = Path(source)
     if not path.is_file():
-        raise DataError(f"hparam list {path} does not exist (run `tasklab pipeline=HPARAM_LIST ...` first)")
+        raise DataError(f"hparam list {path} is neither a built-in list ({', '.join(builtin_list_names())}) "
+                        "nor a file (run `tasklab pipeline=HPARAM_LIST ...` to learn one)")
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"hparam list {path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict) or "optimizer" not in data or not isinstance(data.get("entries"), list):
         raise DataError(f"hparam list {path} needs an 'optimizer' name and an 'entries' list")
@@ -38,17 +80,28 @@ def load_hparam_list(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def hparam_list_entry(path: str | Path, index: int) -> tuple[str, dict[str, Any]]:
-    """(optimizer family, hparams) of entry ``index`` (0 = the first to try)."""
-    data = load_hparam_list(path)
+def hparam_list_entry(source: str | Path, index: int) -> tuple[str, dict[str, Any]]:
+    """(optimizer family, hparams) of entry ``index`` (0 = the first to try) of a list."""
+    data = load_hparam_list(source)
     n = len(data["entries"])
     if not 0 <= int(index) < n:
-        raise DataError(f"hparam list {path} has {n} entries; index {index} is out of range [0, {n})")
+        raise DataError(f"hparam list {source} has {n} entries; index {index} is out of range [0, {n})")
     return str(data["optimizer"]), dict(data["entries"][int(index)]["hparams"])
 
 
-def hparam_list_optimizer(params: Iterable, list_path: str | Path, index: int,
-                          total_steps: int) -> torch.optim.Optimizer:
-    """Entry ``index`` of the list at ``list_path`` as an optimizer scheduled over ``total_steps``."""
-    family, hparams = hparam_list_entry(list_path, index)
+def hparam_list_optimizer(params: Iterable, list: str | Path | None = None, index: int = 0,  # noqa: A002
+                          total_steps: int | None = None, *,
+                          list_path: str | Path | None = None) -> torch.optim.Optimizer:
+    """Entry ``index`` of ``list`` (a built-in list name such as ``"opt_list"``, or a list
+    file) as an optimizer scheduled over ``total_steps``; opt_list's ``optimizer_for_idx``.
+
+    ``list_path`` is the older name of ``list``.
+    """
+    source = list if list is not None else list_path
+    if source is None:
+        raise DataError("hparam_list_optimizer needs a list: a built-in name "
+                        f"({', '.join(builtin_list_names())}) or a hparam_list.json path")
+    if total_steps is None:
+        raise ValueError("hparam_list_optimizer needs total_steps (the schedule's run length)")
+    family, hparams = hparam_list_entry(source, index)
     return FamilyOptimizer(params, get_family(family), hparams, total_steps)

@@ -1,61 +1,99 @@
-"""The nadamw family: NAdam/Adam with decoupled and/or L2 weight decay and a
-warmup–constant–cosine schedule (the search space of the TaskSet paper's NAdamW lists).
+"""The nadamw family: opt_list's NAdamW with a warmup–constant–cosine schedule.
 
-Update with moments ``m, v`` and ``g' = g + l2_weight_decay·θ``::
+The update is opt_list's published PyTorch reference (``NadamWCosineDecay`` in
+``opt_list/torch_opt_list.py``, the same as TaskSet's ``NAdamWOptimizer``), per parameter,
+with the 0-based step ``s`` and ``t = s + 1``::
 
-    m = β1·m + (1-β1)·g'        v = β2·v + (1-β2)·g'²
-    m̂ = β1·m/(1-β1^(t+1)) + (1-β1)·g'/(1-β1^t)   (Nesterov)   or   m/(1-β1^t)
-    θ ← θ - lr_t·( m̂/(sqrt(v/(1-β2^t)) + eps) + decoupled_weight_decay·θ )
+    lr_s = opt_list_cosine_lr(s)                       (see schedules.opt_list_cosine_lr)
+    g'   = g - l2_weight_decay·θ                       (sic: the published sign)
+    m    = β1·m + (1-β1)·g'         v = β2·v + (1-β2)·g'²
+    lr_t = lr_s·sqrt(1-β2ᵗ)/(1-β1ᵗ)                    (bias correction folded into the rate)
+    n    = β1·m + (1-β1)·g'  (nesterov)   or   m
+    θ   ← θ - (lr_t·n/(sqrt(v) + ε) + lr_t·decoupled_weight_decay·θ)
 
-``lr_t = lr · schedule(t)`` (see :func:`warmup_constant_cosine`). The decoupled decay is
-multiplied by the scheduled rate ``lr_t`` (not by ``wd`` alone), the convention of
-``torch.optim.AdamW`` (``θ ← θ - lr·wd·θ``) combined with an LR scheduler. ``nesterov`` is a
-0/1 number (``sample`` gives a bool) so that a population can mix both kinds.
+How it differs from ``torch.optim.Adam``/``AdamW``/``NAdam``: ε is added to ``sqrt(v)``
+*before* the bias correction (equivalently ``ε·sqrt(1-β2ᵗ)`` against torch's ε), so a large
+ε acts as a learning-rate scale early on; the decoupled weight decay is scaled by the
+bias-corrected rate ``lr_t``, not by ``lr``; the Nesterov numerator uses the fresh moment
+and gradient with no momentum schedule; the L2 term is *subtracted* from the gradient
+(``g - l2·θ``, which pushes weights away from 0; kept as published so that opt_list's
+configs behave as they did when the list was learned); the schedule reads the step before
+the update (a warmup's first update has rate 0). opt_list evaluates its schedule in float32;
+here it is evaluated in the compute dtype. ``nesterov`` is a 0/1 number (``sample`` gives a
+bool) so that a population can mix both kinds; bias correction is always on (as in every
+released config).
 
-Search space: lr log-U[1e-5, 1]; β1 = 1 - log-U[1e-3, 1]; β2 = 1 - log-U[1e-5, 1];
-eps log-U[1e-8, 1e4]; nesterov with p = 1/2; weight decay decoupled only, L2 only or both
-(1/3 each), each log-U[1e-5, 0.1] (0 when unused); warmup_fraction log-U[1e-5, 0.1] with
-p = 1/2 else 0; min_lr_mult 0 with p = 1/2 else log-U[1e-5, 1]; constant_fraction U[0, 1].
+Search space (``nadamw_grid``; ``RandomState(seed + 14358)``, draws in this order): lr
+log-U[1e-5, 1]; β1 = 1 - log-U[1e-3, 1]; β2 = 1 - log-U[1e-5, 1]; ε log-U[1e-8, 1e4];
+nesterov = U > 0.5; u = U: decoupled only (u < 0.3333), L2 only (u < 0.6666) or both
+(decoupled drawn first), each log-U[1e-5, 0.1]; warmup_fraction log-U[1e-5, 0.1] if U > 0.5
+else 0; min_lr_mult 0 if U > 0.5 else log-U[1e-5, 1]; constant_fraction U[0, 1].
+Config ``nadamw_grid_seed<N>`` of opt_list is ``sample(N)``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-import numpy as np
 import torch
 
 from taskset_lab.optim.base import FamilyOptimizer, HParams, OptimizerFamily
-from taskset_lab.optim.schedules import warmup_constant_cosine
-from taskset_lab.optim.search_space import check_range, log_uniform
+from taskset_lab.optim.sampling import check_range, family_rng, log_uniform
+from taskset_lab.optim.schedules import opt_list_cosine_lr
 
 NADAMW_NAMES = ("lr", "beta1", "beta2", "eps", "nesterov", "decoupled_weight_decay",
                 "l2_weight_decay", "warmup_fraction", "min_lr_mult", "constant_fraction")
+#: TaskSet's seed offset of the nadamw_grid sampler
+NADAMW_SEED_OFFSET = 14358
+
+
+_UPDATE = """
+
+    Update (opt_list's ``NadamWCosineDecay``; ``s`` = updates already made, ``t = s + 1``)::
+
+        g' = g - l2_weight_decay·θ                        (the published sign)
+        m = β1·m + (1-β1)·g'      v = β2·v + (1-β2)·g'²
+        lr_t = opt_list_cosine_lr(s)·sqrt(1-β2ᵗ)/(1-β1ᵗ)
+        θ ← θ - lr_t·n/(sqrt(v) + ε) - lr_t·decoupled_weight_decay·θ,   n = β1·m + (1-β1)·g' or m
+
+    Unlike torch.optim's Adam/AdamW/NAdam: ε sits before the bias correction, the decoupled
+    decay is scaled by ``lr_t``, the L2 term is subtracted, the schedule reads the step
+    before the update (a warmup's first update has rate 0; the warmup lasts
+    ``max(warmup_fraction, constant_fraction)·T``).
+    """
 
 
 class NAdamWFamily(OptimizerFamily):
+    __doc__ = "The nadamw family: opt_list's NAdamW search space (nadamw_grid) and update." + _UPDATE
+
     name = "nadamw"
     hparam_names = NADAMW_NAMES
     state_names = ("m", "v")
+    released_name = "nadamw_grid"
+    released_keys = {"lr": "learning_rate", "beta1": "beta1", "beta2": "beta2", "eps": "epsilon",
+                     "nesterov": "use_nesterov", "decoupled_weight_decay": "adamw_weight_decay",
+                     "l2_weight_decay": "l2_weight_decay", "warmup_fraction": "warmup_fraction",
+                     "min_lr_mult": "min_learning_rate_mult", "constant_fraction": "constant_fraction"}
 
     def sample(self, seed: int) -> HParams:
-        rng = np.random.default_rng(seed)
+        rng = family_rng(seed, NADAMW_SEED_OFFSET)
         hp: HParams = {
-            "lr": log_uniform(rng, 1e-5, 1.0),
-            "beta1": 1.0 - log_uniform(rng, 1e-3, 1.0),
-            "beta2": 1.0 - log_uniform(rng, 1e-5, 1.0),
+            "lr": log_uniform(rng, 1e-5, 1e0),
+            "beta1": 1 - log_uniform(rng, 1e-3, 1e0),
+            "beta2": 1 - log_uniform(rng, 1e-5, 1e0),
             "eps": log_uniform(rng, 1e-8, 1e4),
-            "nesterov": bool(rng.uniform() < 0.5),
+            "nesterov": bool(rng.uniform(0.0, 1.0) > 0.5),
         }
-        mode = int(rng.integers(3))  # 0: decoupled only, 1: L2 only, 2: both
-        decoupled = log_uniform(rng, 1e-5, 0.1)
-        l2 = log_uniform(rng, 1e-5, 0.1)
-        hp["decoupled_weight_decay"] = decoupled if mode in (0, 2) else 0.0
-        hp["l2_weight_decay"] = l2 if mode in (1, 2) else 0.0
-        warmup = log_uniform(rng, 1e-5, 0.1)
-        hp["warmup_fraction"] = warmup if rng.uniform() < 0.5 else 0.0
-        min_mult = log_uniform(rng, 1e-5, 1.0)
-        hp["min_lr_mult"] = 0.0 if rng.uniform() < 0.5 else min_mult
+        mode = rng.uniform(0, 1)
+        if mode < 0.3333:
+            hp["decoupled_weight_decay"], hp["l2_weight_decay"] = log_uniform(rng, 1e-5, 1e-1), 0.0
+        elif mode < 0.6666:
+            hp["decoupled_weight_decay"], hp["l2_weight_decay"] = 0.0, log_uniform(rng, 1e-5, 1e-1)
+        else:
+            hp["decoupled_weight_decay"] = log_uniform(rng, 1e-5, 1e-1)
+            hp["l2_weight_decay"] = log_uniform(rng, 1e-5, 1e-1)
+        hp["warmup_fraction"] = log_uniform(rng, 1e-5, 1e-1) if rng.uniform(0, 1) > 0.5 else 0.0
+        hp["min_lr_mult"] = 0.0 if rng.uniform(0, 1) > 0.5 else log_uniform(rng, 1e-5, 1e0)
         hp["constant_fraction"] = float(rng.uniform(0.0, 1.0))
         return hp
 
@@ -79,25 +117,26 @@ class NAdamWFamily(OptimizerFamily):
         return hp
 
     def update(self, p, g, state, step, hp, total_steps):
+        t = step.to(hp["lr"].dtype)
         b1, b2 = hp["beta1"], hp["beta2"]
-        g = g + hp["l2_weight_decay"] * p
-        m = b1 * state["m"] + (1.0 - b1) * g
-        v = b2 * state["v"] + (1.0 - b2) * g * g
-        plain = m / (1.0 - b1 ** step)
-        nesterov = b1 * m / (1.0 - b1 ** (step + 1)) + (1.0 - b1) * g / (1.0 - b1 ** step)
-        m_hat = torch.where(hp["nesterov"] > 0.5, nesterov, plain)
-        v_hat = v / (1.0 - b2 ** step)
-        lr = hp["lr"] * warmup_constant_cosine(step, total_steps, hp["warmup_fraction"],
-                                               hp["constant_fraction"], hp["min_lr_mult"])
-        new_p = p - lr * (m_hat / (torch.sqrt(v_hat) + hp["eps"]) + hp["decoupled_weight_decay"] * p)
-        return new_p, {"m": m, "v": v}
+        lr = opt_list_cosine_lr(t - 1, total_steps, hp["lr"], hp["warmup_fraction"],
+                                hp["constant_fraction"], hp["min_lr_mult"])
+        g = g - p * hp["l2_weight_decay"]
+        m = state["m"] * b1 + (1 - b1) * g
+        v = state["v"] * b2 + (1 - b2) * (g * g)
+        lr_t = lr * torch.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+        numerator = torch.where(hp["nesterov"] > 0.5, b1 * m + (1.0 - b1) * g, m)
+        delta = lr_t * numerator / (torch.sqrt(v) + hp["eps"])
+        delta = delta + lr_t * hp["decoupled_weight_decay"] * p
+        return p - delta, {"m": m, "v": v}
 
 
 NADAMW = NAdamWFamily()
 
 
 class NAdamW(FamilyOptimizer):
-    """One nadamw config as a ``torch.optim.Optimizer`` (schedule included; needs total_steps)."""
+    __doc__ = ("One nadamw config as a ``torch.optim.Optimizer`` (schedule included; needs total_steps). "
+               "The defaults (``constant_fraction = 1``, no warmup) give a constant rate." + _UPDATE)
 
     def __init__(self, params: Iterable, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, nesterov: bool = False, decoupled_weight_decay: float = 0.0,

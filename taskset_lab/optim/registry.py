@@ -6,21 +6,30 @@ from typing import Iterable
 
 import torch
 
-from taskset_lab.optim.adam import ADAM1P, ADAM4P, ADAM8P
+from taskset_lab.optim.adam import ADAM1P, ADAM4P
+from taskset_lab.optim.adam8p import ADAM6P, ADAM8P
 from taskset_lab.optim.base import FamilyOptimizer, OptimizerFamily
 from taskset_lab.optim.nadamw import NADAMW
+from taskset_lab.registry import Registry
 
-_FAMILIES: dict[str, OptimizerFamily] = {f.name: f for f in (ADAM8P, ADAM4P, ADAM1P, NADAMW)}
+FAMILIES: Registry[OptimizerFamily] = Registry("optimizer family")
+for _family in (ADAM8P, ADAM6P, ADAM4P, ADAM1P, NADAMW):
+    FAMILIES.register(_family.name, _family)
+
+
+def register_family(family: OptimizerFamily) -> OptimizerFamily:
+    """Add an optimizer family (its ``name`` must be new)."""
+    return FAMILIES.register(family.name, family)
 
 
 def family_names() -> list[str]:
-    return sorted(_FAMILIES)
+    return FAMILIES.names()
 
 
 def get_family(name: str) -> OptimizerFamily:
-    if name not in _FAMILIES:
-        raise KeyError(f"unknown optimizer family '{name}'; known: {', '.join(family_names())}")
-    return _FAMILIES[name]
+    """The family called ``name`` (:class:`~taskset_lab.registry.UnknownNameError`, a KeyError
+    too, listing the known ones otherwise)."""
+    return FAMILIES.get(name)
 
 
 def sampled_optimizer(params: Iterable, family: str, seed: int, total_steps: int) -> torch.optim.Optimizer:

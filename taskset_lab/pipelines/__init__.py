@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from taskset_lab.errors import TasklabError
+from taskset_lab.registry import Registry
 from taskset_lab.pipelines.base import Pipeline
 
 # name -> "module:Class"; imported lazily so `tasklab` starts fast.
@@ -12,18 +12,21 @@ PIPELINES: dict[str, str] = {
     "TRAIN": "taskset_lab.pipelines.train:TrainPipeline",
     "CURVES": "taskset_lab.pipelines.curves:CurvesPipeline",
     "HPARAM_LIST": "taskset_lab.pipelines.hparam_list:HparamListPipeline",
+    "MTL": "taskset_lab.pipelines.mtl:MTLPipeline",
+    "TRANSFER": "taskset_lab.pipelines.transfer:TransferPipeline",
+    "TASKS": "taskset_lab.pipelines.tasks:TasksPipeline",
 }
+_REGISTRY: Registry[str] = Registry("pipeline")
+for _name, _target in PIPELINES.items():
+    _REGISTRY.register(_name, _target)
 
 
 def pipeline_names() -> list[str]:
-    return sorted(PIPELINES)
+    return _REGISTRY.names()
 
 
 def get_pipeline(name: str) -> type[Pipeline]:
-    if name not in PIPELINES:
-        raise TasklabError(
-            f"unknown pipeline '{name}'; valid pipelines: {', '.join(pipeline_names())}")
-    module, cls = PIPELINES[name].split(":")
+    module, cls = _REGISTRY.get(name).split(":")
     return getattr(importlib.import_module(module), cls)
 
 

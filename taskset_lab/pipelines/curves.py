@@ -6,15 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from taskset_lab.errors import ConfigError
-from taskset_lab.pipelines.base import Pipeline, require_positive_int
+from taskset_lab.curves.spec import CollectionSpec
+from taskset_lab.pipelines.base import Pipeline
 from taskset_lab.tasks.task_set import resolve_task_set
 
 log = logging.getLogger(__name__)
-
-ENGINE_DTYPES = ("float32", "float64")
 
 
 class CurvesPipeline(Pipeline):
@@ -38,8 +36,8 @@ class CurvesPipeline(Pipeline):
 
 def shard_suffix(cfg: DictConfig) -> str:
     """``""`` for an unsharded run, ``"_shard-<i>-of-<n>"`` for shard i of n."""
-    shards = int(OmegaConf.select(cfg, "num_shards", default=1))
-    return "" if shards == 1 else f"_shard-{int(cfg.shard_index)}-of-{shards}"
+    spec = CollectionSpec.from_config(cfg)
+    return "" if spec.num_shards == 1 else f"_shard-{spec.shard_index}-of-{spec.num_shards}"
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -53,66 +51,24 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"{'-' if rate is None else f'{rate:,.0f}'} config-steps/s")
 
 
-def check_collection_fields(cfg: DictConfig) -> None:
-    """Field checks shared by CURVES and HPARAM_LIST (which may collect curves first)."""
-    from taskset_lab.optim import family_names as optimizer_families
-
-    for field in ("total_steps", "eval_every", "search_space.num_configs", "replicas",
-                  "num_shards", "learner.eval_batches", "learner.chunk_size"):
-        require_positive_int(cfg, field, default=1)
-    require_positive_int(cfg, "learner.max_population", nullable=True)
-    if cfg.eval_every > cfg.total_steps:
-        raise ConfigError("eval_every", f"({cfg.eval_every}) is larger than total_steps ({cfg.total_steps})")
-    shard = OmegaConf.select(cfg, "shard_index", default=0)
-    shards = OmegaConf.select(cfg, "num_shards", default=1)
-    if not (isinstance(shard, int) and 0 <= shard < shards):
-        raise ConfigError("shard_index", f"must be in [0, num_shards={shards}), got {shard!r}")
-    family = cfg.search_space.family
-    if family not in optimizer_families():
-        raise ConfigError("search_space.family",
-                          f"unknown optimizer family {family!r}; known: {', '.join(optimizer_families())}")
-    dtype = OmegaConf.select(cfg, "learner.dtype", default="float32")
-    if dtype not in ENGINE_DTYPES:
-        raise ConfigError("learner.dtype", f"must be one of {ENGINE_DTYPES}, got {dtype!r}")
+def check_collection_fields(cfg: DictConfig) -> CollectionSpec:
+    """The collection spec of ``cfg``, every field and the task set checked (ConfigError naming
+    the key); shared by CURVES and HPARAM_LIST (which may collect curves first)."""
+    spec = CollectionSpec.from_config(cfg)
     resolve_task_set(cfg.task_set)  # raises ConfigError naming the bad entry
+    return spec
 
 
 def run_collection(cfg: DictConfig, store_dir: Path) -> dict[str, Any]:
     """Collect the curves the config asks for into ``store_dir`` (skipping finished parts)."""
-    import torch
-
     from taskset_lab.curves.collect import collect_curves
 
-    learner = cfg.learner
-    device = str(OmegaConf.select(learner, "device", default="auto"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    spec = CollectionSpec.from_config(cfg)
     tasks = resolve_task_set(cfg.task_set)
-    log.info("CURVES: %d tasks x %d %s configs x %d replicas, %d steps -> %s", len(tasks),
-             cfg.search_space.num_configs, cfg.search_space.family,
-             OmegaConf.select(cfg, "replicas", default=1), cfg.total_steps, store_dir)
+    log.info("CURVES: %d tasks x %d %s configs x %d replicas, %d steps -> %s", len(tasks), spec.num_configs,
+             spec.optimizer, spec.replicas, spec.total_steps, store_dir)
     try:
-        return collect_curves(
-            task_specs=tasks,
-            optimizer=str(cfg.search_space.family),
-            num_configs=int(cfg.search_space.num_configs),
-            config_seed_offset=int(OmegaConf.select(cfg, "search_space.seed_offset", default=0)),
-            replicas=int(OmegaConf.select(cfg, "replicas", default=1)),
-            total_steps=int(cfg.total_steps),
-            eval_every=int(cfg.eval_every),
-            eval_batches=int(learner.eval_batches),
-            store_dir=store_dir,
-            shard_index=int(OmegaConf.select(cfg, "shard_index", default=0)),
-            num_shards=int(OmegaConf.select(cfg, "num_shards", default=1)),
-            chunk_size=int(learner.chunk_size),
-            max_population=OmegaConf.select(learner, "max_population", default=None),
-            device=device,
-            dtype=getattr(torch, str(OmegaConf.select(learner, "dtype", default="float32"))),
-            divergence_factor=float(learner.divergence_factor),
-            data_dir=str(cfg.misc.data_dir),
-            download=bool(cfg.misc.download),
-            progress=bool(OmegaConf.select(cfg, "progress", default=True)),
-        )
+        return collect_curves(spec, tasks, store_dir)
     except KeyboardInterrupt:
         from taskset_lab.curves.store import list_parts
 

@@ -9,6 +9,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from taskset_lab.errors import ConfigError, DataError
+from taskset_lab.hparam_list.checks import apply_store_manifest, check_curves, check_settings, check_store_optimizer
+from taskset_lab.hparam_list.references import (collect_reference_lists, normalize_with_references,
+                                                 reference_lists, reference_store)
 from taskset_lab.pipelines.base import Pipeline
 from taskset_lab.pipelines.curves import check_collection_fields, format_summary, run_collection
 from taskset_lab.tasks.base import SPLITS
@@ -22,6 +25,7 @@ class HparamListPipeline(Pipeline):
                        "hparam_list.length")
 
     def check(self) -> None:
+        apply_store_manifest(self.cfg)  # an existing store's own settings; contradicting overrides refused
         hl = self.cfg.hparam_list
         for field in ("select_split", "report_split"):
             if hl.get(field, None) not in SPLITS:
@@ -36,6 +40,8 @@ class HparamListPipeline(Pipeline):
             raise ConfigError("hparam_list.folds", f"must be an integer >= 2, got {folds!r}")
         if not self._store_has_parts() and OmegaConf.select(self.cfg, "collect_if_missing", default=False):
             check_collection_fields(self.cfg)
+        check_settings(self.cfg)
+        reference_lists(self.cfg)  # published lists to compare with (hparam_list.reference_lists)
 
     def _store_has_parts(self) -> bool:
         return any((Path(str(self.cfg.curves_dir)) / "curves").glob("*.parquet"))
@@ -55,13 +61,24 @@ class HparamListPipeline(Pipeline):
             if not OmegaConf.select(cfg, "collect_if_missing", default=False):
                 raise DataError(f"no curve store at {store}; run pipeline=CURVES first or set collect_if_missing=true")
         # Always run collection when allowed: it skips finished parts and completes a partial store.
+        references_asked = reference_lists(cfg)
         if OmegaConf.select(cfg, "collect_if_missing", default=False):
             log.info(format_summary(run_collection(cfg, store)))
+            collect_reference_lists(cfg, store)
+        else:  # a finished store opened by curves_dir= alone: compare with the lists it holds
+            missing = [n for n in references_asked if not any(reference_store(store, n).glob("curves/*.parquet"))]
+            for name in missing:
+                log.warning("no curves of reference list %s in %s (collected only with collect_if_missing=true); "
+                            "the table leaves it out", name, reference_store(store, name))
+                references_asked.pop(name)
         optimizer = str(cfg.search_space.family)
+        check_store_optimizer(store, optimizer)
         curves = read_curves(store, optimizers=[optimizer])
         runs = read_runs(store, optimizers=[optimizer])
-        norm = normalized_losses(curves, runs, select_split=hl.select_split, report_split=hl.report_split,
-                                 reduce=hl.reduce, cap=float(hl.cap), optimizer=optimizer)
+        check_curves(curves, runs, store, hl.select_split, hl.report_split, self.output_dir)
+        norm, references = normalize_with_references(store, curves, runs, optimizer, references_asked,
+                                                     select_split=hl.select_split, report_split=hl.report_split,
+                                                     reduce=hl.reduce, cap=float(hl.cap))
         hparams = hparams_frame(runs, optimizer=optimizer)
         config_ids, objective = learn_hparam_list(norm, int(hl.length))
         tasks = sorted(norm["task"].unique())
@@ -71,13 +88,14 @@ class HparamListPipeline(Pipeline):
             norm, length=int(hl.length), folds=int(hl.folds), seed=int(OmegaConf.select(cfg, "global_seed", default=0)),
             leave_one_family_out=bool(hl.get("leave_one_family_out", True)), hparams=hparams,
             tpe_trials=int(tpe.get("trials", 0)) if tpe.get("enabled", False) else 0,
-            tpe_seeds=int(tpe.get("seeds", 2)), speedup_ks=ks)
+            tpe_seeds=int(tpe.get("seeds", 2)), speedup_ks=ks, references=references)
         hlist = build_hparam_list(optimizer, config_ids, hparams,
                                   normalization_info(hl.select_split, hl.report_split, hl.reduce, float(hl.cap)),
                                   tasks, task_families(norm, tasks), objective)
         paths = write_report(self.output_dir, hlist, norm, evaluation)
         plots = plot_hparam_list_results(evaluation.evaluation, self.output_dir)
-        table = format_table(evaluation.summary, speedup=evaluation.speedup)
+        table = format_table(evaluation.summary, speedup=evaluation.speedup,
+                             reference_speedup=evaluation.reference_speedup)
         loggers = build_loggers(cfg)
         for lg in loggers:
             if type(lg).__name__ == "WandbLogger":

@@ -2,15 +2,22 @@
 
 from taskset_lab.tasks.base import SPLITS, NoiseData, Task, TaskData, TensorData, task_name
 from taskset_lab.tasks.registry import (
+    build_fixed_task,
     build_task,
     family_names,
+    fixed_task,
+    fixed_task_names,
     get_family,
+    get_task,
     register_family,
     sample_task,
     sample_task_config,
+    task_names,
 )
+from taskset_lab.tasks.released import released_config
 
 __all__ = [
-    "SPLITS", "NoiseData", "Task", "TaskData", "TensorData", "task_name", "build_task",
-    "family_names", "get_family", "register_family", "sample_task", "sample_task_config",
+    "SPLITS", "NoiseData", "Task", "TaskData", "TensorData", "task_name", "build_fixed_task", "build_task",
+    "family_names", "fixed_task", "fixed_task_names", "get_family", "get_task", "register_family",
+    "released_config", "sample_task", "sample_task_config", "task_names",
 ]

@@ -1,10 +1,17 @@
-"""The Task interface (DESIGN.md §3).
+"""The Task interface (docs/design.md §Tasks).
 
 A task is one optimization problem: a module built from a seed, a loss, and data splits.
-It is fully described by a JSON-serializable config and named by a stable hash of it.
+It is fully described by a JSON-serializable config; sampled tasks are named
+``<family>_seed<N>``, fixed tasks by their registered name.
 
-Batches are a function of ``(split, step)`` only (see :class:`TaskData`), so a config
-trained alone and the same config trained inside a population see identical batches.
+Batches are a function of ``(split, step)`` only (see :class:`TaskData`), and randomness
+(dropout, sampling noise, augmentation) of ``(task, replica, config id, step)`` only (see
+:mod:`taskset_lab.tasks.context`), so a config trained alone and the same config trained
+inside a population see identical batches and identical random numbers.
+
+The training loss is a function of (parameters, state, batch, randomness, train/eval
+mode) returning the loss and the new state: :meth:`Task.functional_loss` in the engines,
+:meth:`Task.train_loss` / :meth:`Task.eval_loss` in a plain PyTorch loop.
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
+
+from taskset_lab.tasks.context import StepContext, draw_noise, step_context
 
 SPLITS: tuple[str, ...] = ("train", "valid_inner", "valid_outer", "test")
 
@@ -52,6 +62,20 @@ def _cast(t: Tensor, device: torch.device | str, dtype: torch.dtype | None) -> T
     return t.to(device=device)
 
 
+INDEX_BLOCK = 256  # steps whose batch indices are drawn together
+
+
+def block_indices(seed: int, split: str, block: int, num_examples: int, batch_size: int,
+                  device: torch.device | str = "cpu") -> Tensor:
+    """Example indices ``[INDEX_BLOCK, batch_size]`` of steps ``block * INDEX_BLOCK ...``
+    of ``split``: one ``randint`` from a generator seeded by ``(seed, split, block)`` on
+    ``device``. Shared by :class:`TensorData` and ``StreamingData``, so both give the same
+    batches (for the same generator device)."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(_mix(seed, SPLITS.index(split), block))
+    return torch.randint(num_examples, (INDEX_BLOCK, batch_size), generator=gen, device=device)
+
+
 class TensorData(TaskData):
     """Splits held as tensors on the device; batches sampled by index on the device.
 
@@ -61,7 +85,7 @@ class TensorData(TaskData):
     (which makes resume exact).
     """
 
-    BLOCK = 256
+    BLOCK = INDEX_BLOCK
 
     def __init__(self, splits: dict[str, Batch], batch_size: int, seed: int = 0):
         missing = [s for s in SPLITS if s not in splits]
@@ -85,9 +109,7 @@ class TensorData(TaskData):
         idx = self._blocks.get(key)
         if idx is None:
             n = self.splits[split][0].shape[0]
-            gen = torch.Generator(device=self.device)
-            gen.manual_seed(_mix(self.seed, SPLITS.index(split), block))
-            idx = torch.randint(n, (self.BLOCK, self.batch_size), generator=gen, device=self.device)
+            idx = block_indices(self.seed, split, block, n, self.batch_size, self.device)
             if len(self._blocks) > 64:
                 self._blocks.clear()
             self._blocks[key] = idx
@@ -145,24 +167,93 @@ class Task(ABC):
     def __init__(self, config: dict[str, Any], data: TaskData):
         self.config = dict(config)
         self.data = data
+        self._name: str | None = None
+        self._family: str | None = None
 
     @property
     def name(self) -> str:
-        return task_name(self.config)
+        """The task's name: ``<family>_seed<N>`` for sampled tasks, the registered name for
+        fixed ones (both set by the registry), ``<family>_<hash>`` for an unnamed config."""
+        return self._name if self._name is not None else task_name(self.config)
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = str(value)
 
     @property
     def family(self) -> str:
-        return str(self.config["family"])
+        """The family (for a fixed task: its kind, e.g. ``TwoD``); a curve-store column."""
+        return self._family if self._family is not None else str(self.config["family"])
+
+    @family.setter
+    def family(self, value: str) -> None:
+        self._family = str(value)
 
     @abstractmethod
     def make_module(self) -> nn.Module:
         """Build the module with freshly initialised parameters (uses the global RNG)."""
 
     def init_module(self, seed: int) -> nn.Module:
-        """Build the module with parameters initialised from ``seed`` (global RNG untouched)."""
+        """Build the module with parameters initialised from ``seed`` (global RNG untouched);
+        its stateful and random layers are named for the step context."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.make_module()
+            module = self.make_module()
+        name_layers(module)
+        return module
+
+    # -- randomness and state ---------------------------------------------------------------
+    def noise_spec(self, module: nn.Module, batch: Batch, train: bool) -> dict[str, tuple[tuple[int, ...], str]]:
+        """What randomness one loss evaluation on a batch of this shape draws: ``{key: (shape,
+        kind)}``, found by one probe pass (cached per mode and batch shapes)."""
+        cache = self.__dict__.setdefault("_noise_specs", {})
+        sig = (bool(train), tuple((tuple(t.shape), t.dtype) for t in batch))
+        if sig not in cache:
+            with step_context(StepContext(train=train, probe=True)) as ctx, torch.no_grad():
+                self.forward_loss(module, batch)
+            cache[sig] = dict(ctx.recorded)
+        return cache[sig]
+
+    def draw_noise(self, spec: dict[str, tuple[tuple[int, ...], str]], key: int | str, config_id: int,
+                   replica: int, dtype: torch.dtype, device: torch.device | str) -> dict[str, Tensor]:
+        """The random numbers of one loss evaluation: a pure function of (task, replica, config id,
+        step or eval key). ``{}`` for tasks without randomness."""
+        if not spec:
+            return {}
+        gen = torch.Generator()
+        gen.manual_seed(_mix("noise", self.name, replica, config_id, key))
+        return {k: v.to(device) for k, v in draw_noise(spec, gen, dtype).items()}
+
+    def functional_loss(self, module: nn.Module, params: dict[str, Tensor], state: dict[str, Tensor],
+                        constants: dict[str, Tensor], batch: Batch, noise: dict[str, Tensor],
+                        train: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(loss, new state)`` of ``module`` called with ``params`` and buffers ``state`` (task
+        state, e.g. BatchNorm statistics) and ``constants`` (other buffers); vmap-able."""
+        with step_context(StepContext(train=train, noise=noise, collect=True)) as ctx:
+            def model(*inputs: Tensor) -> Tensor:
+                return functional_call(module, (params, {**constants, **state}), inputs)
+            loss = self.forward_loss(model, batch)
+        return loss, {k: ctx.new_state.get(k, v) for k, v in state.items()}
+
+    def train_loss(self, module: nn.Module, batch: Batch, step: int, config_id: int = 0,
+                   replica: int = 0) -> Tensor:
+        """The training loss of ``step`` in a plain PyTorch loop (train mode; the module's state,
+        e.g. BatchNorm statistics, is updated in place; randomness as in the engines)."""
+        ref = _reference_tensor(module, batch)
+        spec = self.noise_spec(module, batch, True)
+        noise = self.draw_noise(spec, int(step), config_id, replica, ref.dtype, ref.device)
+        with step_context(StepContext(train=True, noise=noise)):
+            return self.forward_loss(module, batch)
+
+    def eval_loss(self, module: nn.Module, batch: Batch, key: str, config_id: int = 0,
+                  replica: int = 0) -> Tensor:
+        """The evaluation loss on a fixed batch named ``key`` (eval mode: running statistics, no
+        dropout; sampling noise, where a loss has it, fixed per key)."""
+        ref = _reference_tensor(module, batch)
+        spec = self.noise_spec(module, batch, False)
+        noise = self.draw_noise(spec, key, config_id, replica, ref.dtype, ref.device)
+        with step_context(StepContext(train=False, noise=noise)):
+            return self.forward_loss(module, batch)
 
     def model_inputs(self, batch: Batch) -> tuple[Tensor, ...]:
         """What the module is called with; by default the first tensor of the batch."""
@@ -184,3 +275,33 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
+
+
+def eval_key(split: str, index: int) -> str:
+    """The randomness key of fixed evaluation batch ``index`` of ``split``."""
+    return f"eval:{split}:{index}"
+
+
+def name_layers(module: nn.Module) -> None:
+    """Give every submodule its qualified name as noise key and state prefix (see
+    :mod:`taskset_lab.tasks.context`)."""
+    for name, sub in module.named_modules():
+        sub._noise_key = name or "root"  # type: ignore[attr-defined]
+        sub._state_prefix = f"{name}." if name else ""  # type: ignore[attr-defined]
+
+
+def state_names(module: nn.Module) -> list[str]:
+    """Names of the buffers that are task state (updated by training, e.g. BatchNorm's running
+    statistics); other buffers are constants."""
+    names = []
+    for prefix, sub in module.named_modules():
+        if getattr(sub, "task_state", False):
+            names += [f"{prefix}.{b}" if prefix else b for b, _ in sub.named_buffers(recurse=False)]
+    return names
+
+
+def _reference_tensor(module: nn.Module, batch: Batch) -> Tensor:
+    for t in module.parameters():
+        return t
+    floats = [t for t in batch if t.is_floating_point()]
+    return floats[0] if floats else torch.empty(0)

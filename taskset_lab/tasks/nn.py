@@ -3,8 +3,11 @@ image inputs and recurrent cores.
 
 Every module built from these must run under ``torch.func.functional_call`` + ``vmap``
 over parameters stacked on a leading ``[K]`` axis with the batch shared, in float32 and
-float64: plain tensor ops only, nothing in-place on activations, no BatchNorm or dropout,
-and no ``nn.LSTM``/``nn.GRU`` (no vmap support), hence the hand-written cores below.
+float64: plain tensor ops only, nothing in-place on activations, and no
+``nn.LSTM``/``nn.GRU`` (no vmap support), hence the hand-written cores below. Dropout and
+BatchNorm are :class:`Dropout` and :class:`BatchNorm` here: they take their randomness, mode
+and state updates from the step context (:mod:`taskset_lab.tasks.context`), so they work in
+the vmapped engine and in a plain PyTorch loop alike.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from taskset_lab.errors import ConfigError
+from taskset_lab.tasks.context import draw, is_training, update_state
 
 # ---------------------------------------------------------------- sampling helpers
 
@@ -101,6 +105,19 @@ def check_initializer(spec: Any, key: str = "init") -> dict[str, Any]:
                                                    and spec["scale"] > 0):
         raise ConfigError(key, f"initializer {spec['name']!r} needs a positive 'scale'")
     return dict(spec)
+
+
+INIT_ALLOWED = (f"{{name, scale}} with name one of {', '.join(INITIALIZER_WEIGHTS)} "
+                f"(a positive scale for {', '.join(INITIALIZER_SCALES)})")
+
+
+def valid_init(spec: Any) -> bool:
+    """Whether ``spec`` is a valid ``{name, scale}`` initializer config."""
+    try:
+        check_initializer(spec)
+        return True
+    except ConfigError:
+        return False
 
 
 @torch.no_grad()
@@ -187,3 +204,64 @@ class RecurrentCore(nn.Module):
                 h = torch.sigmoid(o) * torch.tanh(c)
             outs.append(h)
         return torch.stack(outs, dim=1)
+
+
+# ---------------------------------------------------------------- dropout and batch norm
+
+
+class Dropout(nn.Module):
+    """Inverted dropout with drop probability ``rate``; its mask comes from the step context
+    (uniform noise under this layer's key), so it is reproducible per config and step."""
+
+    def __init__(self, rate: float):
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.rate == 0.0 or not is_training(self):
+            return x
+        keep = 1.0 - self.rate
+        u = draw(getattr(self, "_noise_key", "dropout"), tuple(x.shape), "uniform", x)
+        return x * (u < keep).to(x.dtype) / keep
+
+
+class BatchNorm(nn.Module):
+    """Batch normalisation over every dimension but dim 1 (features / channels).
+
+    Training mode normalises with the batch statistics (biased variance) and moves the
+    running statistics by ``momentum`` (torch's convention: ``new = (1 - m) old + m batch``,
+    unbiased variance; TF's ``decay`` d is ``m = 1 - d``); eval mode uses the running
+    statistics. The running statistics are task state (``task_state = True``)."""
+
+    task_state = True
+
+    def __init__(self, num_features: int, momentum: float = 0.1, eps: float = 1e-5, affine: bool = True,
+                 center: bool = True, scale: bool = True):
+        super().__init__()
+        self.momentum, self.eps = float(momentum), float(eps)
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine and scale else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine and center else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = [0] + list(range(2, x.dim()))
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        if is_training(self):
+            mean = x.mean(dims)
+            var = x.var(dims, unbiased=False)
+            n = x.numel() // x.shape[1]
+            m = self.momentum
+            update_state(self, "running_mean", (1 - m) * self.running_mean + m * mean.detach())
+            update_state(self, "running_var",
+                         (1 - m) * self.running_var + m * var.detach() * (n / max(n - 1, 1)))
+        else:
+            mean, var = self.running_mean, self.running_var
+        y = (x - mean.reshape(view)) * torch.rsqrt(var.reshape(view) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.reshape(view)
+        if self.bias is not None:
+            y = y + self.bias.reshape(view)
+        return y

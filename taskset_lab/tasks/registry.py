@@ -1,11 +1,25 @@
-"""Task families by name: each is a sampler (``seed -> config``) and a builder (``config -> Task``)."""
+"""Task families and fixed tasks by name (docs/design.md §Registries, §Names).
+
+* A **task family** is a sampler (``seed -> config``), a builder (``config -> Task``) and the
+  typed fields its configs may hold (:mod:`taskset_lab.tasks.fields`). Task ``seed`` of
+  family ``f`` is named ``<f>_seed<seed>`` (TaskSet's convention).
+* A **fixed task** is a hand-designed task registered under its own name with
+  ``@fixed_task("TwoD_Bowl1", kind="TwoD")`` on a builder
+  ``(data_dir=None, download=False, offline_data="error") -> Task``.
+
+Both registries refuse duplicate names; a lookup miss raises
+:class:`~taskset_lab.registry.UnknownNameError` listing the known names.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
-from typing import Any, Callable
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
+from taskset_lab.registry import Registry, UnknownNameError
 from taskset_lab.tasks.base import Task
 
 Sampler = Callable[[int], dict[str, Any]]
@@ -17,30 +31,54 @@ class TaskFamily:
     name: str
     sample: Sampler  # seed -> JSON-serializable config with "family": name
     build: Builder  # (config, data_dir=None, download=False) -> Task
+    fields: Mapping[str, Any] = field(default_factory=dict)  # key -> fields.Field (validation)
+    derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # recompute derived keys
 
 
-_FAMILIES: dict[str, TaskFamily] = {}
+@dataclass(frozen=True)
+class FixedTask:
+    name: str
+    kind: str  # the group the task belongs to ("TwoD", "FixedMLP", ...): its curve-store family
+    build: Callable[..., Task]  # (data_dir=None, download=False) -> Task
 
 
-def register_family(name: str, sample: Sampler, build: Builder) -> None:
-    _FAMILIES[name] = TaskFamily(name, sample, build)
+def _load_families() -> None:
+    from taskset_lab.tasks import families  # noqa: F401  (importing registers them)
 
 
-def _ensure_loaded() -> None:
-    # Importing the family modules registers them.
-    from taskset_lab.tasks import families  # noqa: F401
+def _load_fixed() -> None:
+    from taskset_lab.tasks import fixed  # noqa: F401
+
+
+FAMILIES: Registry[TaskFamily] = Registry("task family", _load_families)
+FIXED_TASKS: Registry[FixedTask] = Registry("fixed task", _load_fixed)
+
+
+def register_family(name: str, sample: Sampler, build: Builder, fields: Mapping[str, Any] | None = None,
+                    derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> TaskFamily:
+    return FAMILIES.register(name, TaskFamily(name, sample, build, dict(fields or {}), derive))
+
+
+def fixed_task(name: str, kind: str) -> Callable[[Callable[..., Task]], Callable[..., Task]]:
+    """Decorator registering a fixed-task builder under ``name`` (duplicates refused)."""
+
+    def register(build: Callable[..., Task]) -> Callable[..., Task]:
+        FIXED_TASKS.register(name, FixedTask(name, kind, build))
+        return build
+
+    return register
 
 
 def family_names() -> list[str]:
-    _ensure_loaded()
-    return sorted(_FAMILIES)
+    return FAMILIES.names()
 
 
 def get_family(name: str) -> TaskFamily:
-    _ensure_loaded()
-    if name not in _FAMILIES:
-        raise KeyError(f"unknown task family '{name}'; known: {', '.join(sorted(_FAMILIES))}")
-    return _FAMILIES[name]
+    return FAMILIES.get(name)
+
+
+def fixed_task_names(pattern: str | None = None) -> list[str]:
+    return FIXED_TASKS.names(pattern)
 
 
 def plain(node: Any) -> Any:
@@ -50,24 +88,121 @@ def plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def sample_task_config(family: str, seed: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The config of task ``seed`` of ``family`` (JSON round-trip safe), with ``overrides`` applied."""
-    config = get_family(family).sample(int(seed))
-    config = json.loads(json.dumps(config))
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(plain(value)))
+
+
+def sampled_name(family: str, seed: int, overrides: Mapping[str, Any] | None = None) -> str:
+    """``<family>_seed<seed>``; with overrides ``<family>_seed<seed>_<8 hex of the overrides>``."""
+    name = f"{family}_seed{int(seed)}"
     if overrides:
-        config.update(json.loads(json.dumps(plain(overrides))))
+        canonical = json.dumps(_json(overrides), sort_keys=True, separators=(",", ":"))
+        name += "_" + hashlib.sha1(canonical.encode()).hexdigest()[:8]
+    return name
+
+
+_SAMPLED = re.compile(r"^(?P<family>.+)_seed(?P<seed>\d+)$")
+
+
+def parse_sampled_name(name: str) -> tuple[str, int] | None:
+    """``(family, seed)`` of a name ``<family>_seed<N>`` whose family is registered, else None."""
+    match = _SAMPLED.match(name)
+    if match and match.group("family") in FAMILIES:
+        return match.group("family"), int(match.group("seed"))
+    return None
+
+
+def sample_task_config(family: str, seed: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The config of task ``seed`` of ``family`` (JSON round-trip safe), with ``overrides`` applied
+    and checked against the family's fields; derived keys are recomputed."""
+    fam = get_family(family)
+    config = _json(fam.sample(int(seed)))
+    if overrides:
+        from taskset_lab.tasks.fields import check_override_keys
+
+        overrides = _json(overrides)
+        check_override_keys(fam, overrides)
+        config.update(overrides)
+        if fam.derive is not None:
+            config = fam.derive(config)
     config["family"] = family
     return config
 
 
-def build_task(config: dict[str, Any], data_dir: str | None = None, download: bool = False) -> Task:
-    """Build a Task from its full config (``config["family"]`` picks the builder)."""
-    config = json.loads(json.dumps(plain(config)))
-    if "family" not in config:
-        raise KeyError("task config has no 'family' field")
-    return get_family(config["family"]).build(config, data_dir=data_dir, download=download)
+OFFLINE_DATA = ("error", "substitute")
 
 
-def sample_task(family: str, seed: int, overrides: dict[str, Any] | None = None,
-                data_dir: str | None = None, download: bool = False) -> Task:
-    return build_task(sample_task_config(family, seed, overrides), data_dir=data_dir, download=download)
+def _finish(task: Task, name: str | None) -> Task:
+    """Set the task's name; a task built on an offline stand-in says so in its name
+    (``<name>_on_<stand-in>``), so its curves never mix with real ones."""
+    if name is not None:
+        task.name = name
+    substitute = getattr(task, "data_substitute", None)
+    if substitute:
+        task.name = f"{task.name}_on_{substitute}"
+    return task
+
+
+def build_task(config: Mapping[str, Any], data_dir: str | None = None, download: bool = False,
+               name: str | None = None, offline_data: str = "error") -> Task:
+    """Build a Task from its full config (``config["family"]`` picks the builder), validated
+    against the family's fields first. ``name`` overrides the default ``<family>_<hash>``.
+    ``offline_data="substitute"`` lets a task whose dataset is absent run on an explicit
+    stand-in (the builder sets ``task.data_substitute``; the name records it)."""
+    from taskset_lab.tasks.fields import validate_config
+
+    config = _json(config)
+    if not isinstance(config, dict) or "family" not in config:
+        from taskset_lab.errors import ConfigError
+
+        raise ConfigError("task.family", "a task config needs a 'family' field")
+    if offline_data not in OFFLINE_DATA:
+        from taskset_lab.errors import ConfigError
+
+        raise ConfigError("misc.offline_data", f"must be one of {OFFLINE_DATA}, got {offline_data!r}")
+    fam = get_family(config["family"])
+    validate_config(fam, config)
+    task = fam.build(config, data_dir=data_dir, download=download, offline_data=offline_data)
+    return _finish(task, name)
+
+
+def sample_task(family: str, seed: int, overrides: Mapping[str, Any] | None = None,
+                data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> Task:
+    return build_task(sample_task_config(family, seed, overrides), data_dir=data_dir, download=download,
+                      name=sampled_name(family, seed, overrides), offline_data=offline_data)
+
+
+def build_fixed_task(name: str, data_dir: str | None = None, download: bool = False,
+                     offline_data: str = "error") -> Task:
+    """Build fixed task ``name``; its builder is called with ``data_dir``, ``download`` and
+    ``offline_data`` (builders of tasks that generate their own data may ignore them)."""
+    import inspect
+
+    entry = FIXED_TASKS.get(name)
+    kwargs: dict[str, Any] = {"data_dir": data_dir, "download": download}
+    params = inspect.signature(entry.build).parameters
+    if "offline_data" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs["offline_data"] = offline_data
+    task = entry.build(**kwargs)
+    task.family = entry.kind
+    return _finish(task, name)
+
+
+def get_task(name: str, data_dir: str | None = None, download: bool = False,
+             offline_data: str = "error") -> Task:
+    """The task called ``name``: a fixed task, or ``<family>_seed<N>`` of a registered family."""
+    if name in FIXED_TASKS:
+        return build_fixed_task(name, data_dir=data_dir, download=download, offline_data=offline_data)
+    parsed = parse_sampled_name(name)
+    if parsed is not None:
+        return sample_task(*parsed, data_dir=data_dir, download=download, offline_data=offline_data)
+    known = [f"{f}_seed<N>" for f in family_names()] + fixed_task_names()
+    raise UnknownNameError("task", name, known)
+
+
+def task_names(pattern: str = "*", seeds: range = range(0, 100)) -> list[str]:
+    """Task names matching a glob: every fixed task, and ``<family>_seed<N>`` for N in ``seeds``."""
+    import fnmatch
+
+    sampled = [f"{f}_seed{s}" for f in family_names() for s in seeds]
+    return [n for n in fixed_task_names() + sampled if fnmatch.fnmatchcase(n, pattern)]

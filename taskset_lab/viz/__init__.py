@@ -1,5 +1,6 @@
-"""Plots and run read-back helpers. Submodules load matplotlib / wandb only when used:
-``taskset_lab.viz.plots`` (hparam-list evaluation figures), ``taskset_lab.viz.wandb_offline``."""
+"""Plots. The submodule loads matplotlib only when used: ``taskset_lab.viz.plots``
+(hparam-list evaluation figures). (Reading offline W&B runs back is a test helper:
+``tests/wandb_offline.py``.)"""
 
 from __future__ import annotations
 

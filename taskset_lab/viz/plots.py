@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 STYLE = {"list": ("learned list", "C0", "-"), "random": ("random search (expected)", "C1", "--"),
-         "best_single": ("best single config", "C2", ":"), "tpe": ("TPE", "C3", "-.")}
+         "best_single": ("best single config", "C2", ":"), "tpe": ("TPE", "C3", "-."),
+         "opt_list": ("opt_list (published)", "C4", "-")}
 
 
 def trials_series(evaluation: pd.DataFrame, scheme: str = "cv") -> dict[str, dict[str, np.ndarray]]:

@@ -1,4 +1,4 @@
-"""``char_rnn_language_model``: embedding, a recurrent core, and a linear readout,
+"""``lab_char_rnn_language_model`` (this project's family, not TaskSet's ``char_rnn_language_model_family``): embedding, a recurrent core, and a linear readout,
 trained on mean next-character cross-entropy over windows of ``seq_len`` characters.
 """
 
@@ -24,15 +24,17 @@ from taskset_lab.tasks.nn import (
     sample_initializer,
 )
 from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.fields import Field
+from taskset_lab.tasks.nn import INIT_ALLOWED, valid_init as _valid_init
 
-FAMILY = "char_rnn_language_model"
+FAMILY = "lab_char_rnn_language_model"
 CORES = tuple(CORE_GATES)
 BATCH_SIZES = (16, 32, 64, 128)
 DEFAULT_DATASETS: tuple[str, ...] = ("pydoc",)
 
 
 def sample(seed: int, datasets: Sequence[str] = DEFAULT_DATASETS) -> dict[str, Any]:
-    rng = family_rng(FAMILY, seed)
+    rng = family_rng(FAMILY.removeprefix("lab_"), seed)  # the stream of its 0.1 name: same configs
     if not datasets:
         raise ValueError("empty dataset pool")
     return {
@@ -69,7 +71,8 @@ class CharRNNTask(Task):
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), batch[1].reshape(-1))
 
 
-def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False) -> CharRNNTask:
+def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
+          offline_data: str = "error") -> CharRNNTask:
     check_choice(config, "core", CORES)
     check_initializer(config.get("init"))
     for key in ("hidden", "embed_dim", "seq_len", "batch_size"):
@@ -79,4 +82,15 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     return CharRNNTask(config, TensorData(splits, int(config["batch_size"]), seed=int(config["data_seed"])))
 
 
-register_family(FAMILY, sample, build)
+FIELDS = {
+    "dataset": Field("str"),
+    "core": Field("str", choices=CORES),
+    "hidden": Field("int", low=1, high=65536),
+    "embed_dim": Field("int", low=1, high=65536),
+    "seq_len": Field("int", low=1, high=1 << 20),
+    "init": Field("dict", check=_valid_init, allowed=INIT_ALLOWED),
+    "batch_size": Field("int", low=1, high=65536),
+    "data_seed": Field("int", low=0),
+}
+
+register_family(FAMILY, sample, build, fields=FIELDS)

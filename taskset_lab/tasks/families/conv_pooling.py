@@ -1,4 +1,4 @@
-"""``conv_pooling``: 3x3 convolutions, global mean/max pooling, then a linear classifier.
+"""``lab_conv_pooling`` (this project's family, not TaskSet's ``conv_pooling_family``): 3x3 convolutions, global mean/max pooling, then a linear classifier.
 
 ``"same"`` padding pads by 1 (so a stride-2 layer gives ``ceil(s / 2)``), ``"valid"`` by 0.
 The sampler keeps the spatial size >= 1 on the sampled dataset: below size 4 a layer gets
@@ -34,8 +34,10 @@ from taskset_lab.tasks.nn import (
     sample_initializer,
 )
 from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.fields import Field
+from taskset_lab.tasks.nn import INIT_ALLOWED, valid_init as _valid_init
 
-FAMILY = "conv_pooling"
+FAMILY = "lab_conv_pooling"
 PADDINGS = ("same", "valid")
 POOLINGS = ("mean", "max")
 
@@ -55,7 +57,7 @@ def spatial_sizes(size: int, strides: Sequence[int], padding: str) -> list[int]:
 
 
 def sample(seed: int, datasets: Sequence[str] = DEFAULT_DATASETS) -> dict[str, Any]:
-    rng = family_rng(FAMILY, seed)
+    rng = family_rng(FAMILY.removeprefix("lab_"), seed)  # the stream of its 0.1 name: same configs
     dataset = sample_dataset(rng, datasets)
     n_layers = int(rng.integers(1, 6))
     channels = [log_uniform_int(rng, 8, 64) for _ in range(n_layers)]
@@ -117,7 +119,8 @@ class ConvPoolingTask(ImageClassificationTask):
                            c["activation"], c["init"], c["pooling"], bool(c.get("center_data", False)))
 
 
-def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False) -> ConvPoolingTask:
+def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
+          offline_data: str = "error") -> ConvPoolingTask:
     check_choice(config, "activation", tuple(ACTIVATIONS))
     check_choice(config, "padding", PADDINGS)
     check_choice(config, "pooling", POOLINGS)
@@ -136,4 +139,26 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     return ConvPoolingTask(config, data, int(shape[0]), num_classes)
 
 
-register_family(FAMILY, sample, build)
+FIELDS = {
+    "channels": Field("list", items="int", low=1, high=4096, allowed="a list of positive channel counts"),
+    "strides": Field("list", items="int", low=1, high=8, allowed="a list of strides (1-8), one per conv layer"),
+    "padding": Field("str", choices=PADDINGS),
+    "pooling": Field("str", choices=POOLINGS),
+    "dataset": Field("str", choices=tuple(IMAGE_DATASETS)),
+    "activation": Field("str", choices=tuple(ACTIVATIONS)),
+    "init": Field("dict", check=_valid_init, allowed=INIT_ALLOWED),
+    "center_data": Field("bool", optional=True),
+    "batch_size": Field("int", low=1, high=65536),
+    "data_seed": Field("int", low=0),
+}
+
+def derive(config: dict[str, Any]) -> dict[str, Any]:
+    """Recompute ``strides`` (one per conv layer) after an override changed ``channels``: the
+    sampled strides are kept layer by layer, new layers get stride 1."""
+    channels, strides = config.get("channels"), config.get("strides")
+    if isinstance(channels, list) and isinstance(strides, list) and len(strides) != len(channels):
+        config = dict(config, strides=(strides + [1] * len(channels))[:len(channels)])
+    return config
+
+
+register_family(FAMILY, sample, build, fields=FIELDS, derive=derive)

@@ -1,4 +1,4 @@
-"""``mlp``: a fully connected classifier on flattened images.
+"""``lab_mlp`` (this project's TaskSet-like family, not TaskSet's ``mlp_family``): a fully connected classifier on flattened images.
 
 Also home of the pieces shared with ``conv_pooling``: the image-classification task
 (cross-entropy loss, TensorData built from ``load_dataset``) and the dataset/batch-size
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from taskset_lab.data import EMBEDDED_IMAGE_DATASETS, IMAGE_DATASETS, load_dataset
 from taskset_lab.errors import ConfigError
-from taskset_lab.tasks.base import Batch, Task, TensorData
+from taskset_lab.tasks.base import Batch, Task, TaskData, TensorData
 from taskset_lab.tasks.nn import (
     ACTIVATIONS,
     check_choice,
@@ -30,8 +30,11 @@ from taskset_lab.tasks.nn import (
     sample_initializer,
 )
 from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.fields import Field
+from taskset_lab.tasks.nn import INIT_ALLOWED, valid_init as _valid_init
+from taskset_lab.tasks.streaming import choose_task_data
 
-FAMILY = "mlp"
+FAMILY = "lab_mlp"
 BATCH_SIZES = (32, 64, 128, 256)
 DEFAULT_DATASETS: tuple[str, ...] = EMBEDDED_IMAGE_DATASETS
 
@@ -50,7 +53,7 @@ def sample_batch_size(rng: np.random.Generator) -> int:
 
 
 def sample(seed: int, datasets: Sequence[str] = DEFAULT_DATASETS) -> dict[str, Any]:
-    rng = family_rng(FAMILY, seed)
+    rng = family_rng(FAMILY.removeprefix("lab_"), seed)  # the stream of its 0.1 name: same configs
     dataset = sample_dataset(rng, datasets)
     n_layers = int(rng.integers(1, 7))
     return {
@@ -73,14 +76,15 @@ class ImageClassificationTask(Task):
 
 
 def image_task_data(config: dict[str, Any], data_dir: str | None, download: bool
-                    ) -> tuple[TensorData, tuple[int, ...], int]:
-    """``(TensorData, image shape [C, H, W], number of classes)`` of ``config["dataset"]``."""
+                    ) -> tuple[TaskData, tuple[int, ...], int]:
+    """``(task data, image shape [C, H, W], number of classes)`` of ``config["dataset"]``; the
+    data is device-resident unless it exceeds the memory budget (then it streams)."""
     name = check_choice(config, "dataset", tuple(IMAGE_DATASETS))
     batch_size = int(config["batch_size"])
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
     splits = load_dataset(name, data_dir=data_dir, download=download)
-    data = TensorData(splits, batch_size, seed=int(config["data_seed"]))
+    data = choose_task_data(splits, batch_size, seed=int(config["data_seed"]))
     return data, tuple(splits["train"][0].shape[1:]), IMAGE_DATASETS[name].num_classes
 
 
@@ -115,7 +119,8 @@ class MLPTask(ImageClassificationTask):
                    bool(c.get("center_data", False)))
 
 
-def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False) -> MLPTask:
+def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
+          offline_data: str = "error") -> MLPTask:
     check_choice(config, "activation", tuple(ACTIVATIONS))
     check_initializer(config.get("init"))
     hidden = config.get("hidden")
@@ -128,4 +133,14 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     return MLPTask(config, data, in_features, num_classes)
 
 
-register_family(FAMILY, sample, build)
+FIELDS = {
+    "hidden": Field("list", items="int", low=1, high=1 << 16, allowed="a list of positive layer widths"),
+    "dataset": Field("str", choices=tuple(IMAGE_DATASETS)),
+    "activation": Field("str", choices=tuple(ACTIVATIONS)),
+    "init": Field("dict", check=_valid_init, allowed=INIT_ALLOWED),
+    "center_data": Field("bool", optional=True),
+    "batch_size": Field("int", low=1, high=65536),
+    "data_seed": Field("int", low=0),
+}
+
+register_family(FAMILY, sample, build, fields=FIELDS)

@@ -1,4 +1,4 @@
-"""``quadratic``: ``f(x) = 0.5 (x - x*)^T A (x - x*)`` with ``x* = 0`` and a sampled spectrum.
+"""``lab_quadratic`` (this project's family, not TaskSet's ``quadratic_family``): ``f(x) = 0.5 (x - x*)^T A (x - x*)`` with ``x* = 0`` and a sampled spectrum.
 
 ``A = Q diag(eig) Q^T`` with a random orthogonal ``Q`` (or ``Q = I`` when not rotated).
 The loss is ``loss_scale * (out(f(x)) + noise . x)`` where ``out`` is the identity or
@@ -22,8 +22,9 @@ from taskset_lab.errors import ConfigError
 from taskset_lab.tasks.base import Batch, NoiseData, Task
 from taskset_lab.tasks.nn import check_choice, derived_seed, family_rng, log_uniform, log_uniform_int
 from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.fields import Field
 
-FAMILY = "quadratic"
+FAMILY = "lab_quadratic"
 MAX_DIM = 3000
 SPECTRA = ("linspace", "logspace", "uniform", "power_law", "one_large")
 OUTPUTS = ("identity", "log")
@@ -53,7 +54,7 @@ def _sample_init(rng: np.random.Generator) -> dict[str, Any]:
 
 
 def sample(seed: int) -> dict[str, Any]:
-    rng = family_rng(FAMILY, seed)
+    rng = family_rng(FAMILY.removeprefix("lab_"), seed)  # the stream of its 0.1 name: same configs
     return {
         "family": FAMILY,
         "dim": log_uniform_int(rng, 2, MAX_DIM),
@@ -132,7 +133,8 @@ class QuadraticTask(Task):
         return self.config["loss_scale"] * (f + (batch[0] * output).sum())
 
 
-def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False) -> QuadraticTask:
+def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
+          offline_data: str = "error") -> QuadraticTask:
     dim = int(config["dim"])
     if not 1 <= dim <= MAX_DIM:
         raise ConfigError("dim", f"must be in [1, {MAX_DIM}], got {dim}")
@@ -149,4 +151,18 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     return QuadraticTask(config, data, eig, basis)
 
 
-register_family(FAMILY, sample, build)
+FIELDS = {
+    "dim": Field("int", low=1, high=1 << 16),
+    "spectrum": Field("dict", check=lambda s: s.get("kind") in SPECTRA,
+                      allowed=f"{{kind, ...}} with kind one of {', '.join(SPECTRA)}"),
+    "rotate": Field("bool", optional=True),
+    "init": Field("dict", check=lambda s: s.get("kind") in ("normal", "uniform"),
+                  allowed="{kind: normal|uniform, ...}"),
+    "output": Field("str", choices=OUTPUTS),
+    "loss_scale": Field("float", low=0.0),
+    "noise_scale": Field("float", low=0.0, optional=True),
+    "problem_seed": Field("int", low=0),
+    "data_seed": Field("int", low=0),
+}
+
+register_family(FAMILY, sample, build, fields=FIELDS)

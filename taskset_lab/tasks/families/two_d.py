@@ -1,4 +1,4 @@
-"""``two_d``: classic 2-D test functions; the parameter is one point ``x`` of shape [2].
+"""``lab_two_d`` (this project's family; TaskSet's 2-D tasks are the fixed ``TwoD_*``): classic 2-D test functions; the parameter is one point ``x`` of shape [2].
 
 The initial point is drawn uniformly in a box of half-width ``init_radius`` around
 ``init_center`` (sampled inside the function's usual domain). Optional noise: the loss
@@ -16,8 +16,9 @@ from torch import Tensor, nn
 from taskset_lab.tasks.base import Batch, NoiseData, Task
 from taskset_lab.tasks.nn import check_choice, derived_seed, family_rng, log_uniform
 from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.fields import Field
 
-FAMILY = "two_d"
+FAMILY = "lab_two_d"
 
 
 def _rosenbrock(a: Tensor, b: Tensor) -> Tensor:
@@ -77,7 +78,7 @@ NAMES = tuple(sorted(FUNCTIONS))
 
 
 def sample(seed: int) -> dict[str, Any]:
-    rng = family_rng(FAMILY, seed)
+    rng = family_rng(FAMILY.removeprefix("lab_"), seed)  # the stream of its 0.1 name: same configs
     name = NAMES[rng.integers(len(NAMES))]
     box = FUNCTIONS[name][1]
     width = min(hi - lo for lo, hi in box)
@@ -113,10 +114,19 @@ class TwoDTask(Task):
         return fn(output[0], output[1]) + (batch[0] * output).sum()
 
 
-def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False) -> TwoDTask:
+def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
+          offline_data: str = "error") -> TwoDTask:
     check_choice(config, "function", NAMES)
     data = NoiseData((2,), float(config.get("noise_scale", 0.0)), int(config["data_seed"]))
     return TwoDTask(config, data)
 
 
-register_family(FAMILY, sample, build)
+FIELDS = {
+    "function": Field("str", choices=NAMES),
+    "init_center": Field("list", items="float", allowed="[x, y]", check=lambda v: len(v) == 2),
+    "init_radius": Field("float", low=0.0),
+    "noise_scale": Field("float", low=0.0, optional=True),
+    "data_seed": Field("int", low=0),
+}
+
+register_family(FAMILY, sample, build, fields=FIELDS)

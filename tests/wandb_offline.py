@@ -3,8 +3,8 @@
 An offline run keeps its records in ``run-<id>.wandb``: a LevelDB-style log (a 7-byte
 header, then 32 KiB blocks of records ``crc32c(4) length(2, little-endian) type(1) data``,
 a record split over blocks as FIRST/MIDDLE/LAST pieces) whose payloads are
-``wandb_internal_pb2.Record`` protobufs. This reader is for checking runs (tests, scripts);
-uploading is ``wandb sync``'s job.
+``wandb_internal_pb2.Record`` protobufs. A test helper (the tests check what the loggers
+wrote); uploading is ``wandb sync``'s job.
 """
 
 from __future__ import annotations

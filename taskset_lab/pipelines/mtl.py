@@ -1,0 +1,303 @@
+"""MTL: several tasks share one backbone; an algorithm and an optimizer (plain or AdaTask)
+decide how their gradients combine. CLArena's ``MTL_EXPR`` is the interface model.
+
+A run trains the model on ``train_tasks``, evaluates ``eval_tasks`` on val and test, and
+writes under ``output_dir``: ``metrics.csv`` (every evaluation: step, epoch, split, task,
+metric, value), ``final_metrics.csv``, ``delta_m.csv`` (Δm% against single-task baselines;
+positive is better), ``au.csv`` (AU and rAU per shared layer and task), ``loss_weights.csv``,
+plots, ``summary.json`` and the resolved ``config.yaml``.
+
+Baselines for Δm (``baseline``): ``train`` trains each task alone with the same dataset,
+backbone, optimizer family (AdaTask with one task is its base optimizer) and steps, and keeps
+them under ``baseline_cache_dir/<key>`` so every run of a sweep reuses them; a folder path
+reads ``final_metrics.csv`` of an earlier STL run; ``none`` skips Δm.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from taskset_lab.errors import ConfigError, DataError
+from taskset_lab.pipelines.base import Pipeline, require_positive_int
+from taskset_lab.pipelines.building import build_callbacks, build_loggers, finish_loggers, instantiate_field
+
+log = logging.getLogger(__name__)
+
+
+def parse_task_list(value: Any, field: str) -> list[int]:
+    """An int N means tasks 1…N; a list names the tasks."""
+    if isinstance(value, bool):
+        raise ConfigError(field, f"must be a positive int N (tasks 1..N) or a list of task ids, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(field, f"must be >= 1, got {value}")
+        return list(range(1, value + 1))
+    if isinstance(value, (list, tuple, ListConfig)):
+        ids = list(value)
+        if not ids or any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in ids):
+            raise ConfigError(field, f"must list positive task ids, got {ids}")
+        if len(set(ids)) != len(ids):
+            raise ConfigError(field, f"lists a task twice: {ids}")
+        return ids
+    raise ConfigError(field, f"must be a positive int N (tasks 1..N) or a list of task ids, got {value!r}")
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
+class MTLPipeline(Pipeline):
+    name = "MTL"
+    required_fields = ("expr_name", "output_dir", "global_seed", "total_steps", "eval_every", "train_tasks",
+                       "eval_tasks", "mtl_dataset", "mtl_algorithm", "backbone", "optimizer", "trainer")
+
+    def check(self) -> None:
+        total = self.require_positive_int("total_steps")
+        every = self.require_positive_int("eval_every")
+        if every > total:
+            raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
+        train = parse_task_list(self.cfg.train_tasks, "train_tasks")
+        evaluated = parse_task_list(self.cfg.eval_tasks, "eval_tasks")
+        if not set(evaluated) <= set(train):
+            raise ConfigError("eval_tasks", f"{evaluated} must be among train_tasks {train} (a head is trained "
+                              f"only for a trained task)")
+        require_positive_int(self.cfg, "torch_threads", nullable=True)
+        baseline = str(OmegaConf.select(self.cfg, "baseline", default="none"))
+        if baseline not in ("train", "none") and not (Path(baseline) / "final_metrics.csv").is_file():
+            raise ConfigError("baseline", f"must be train, none or a folder with final_metrics.csv, got {baseline!r}")
+        if not isinstance(OmegaConf.select(self.cfg, "optimizer._partial_", default=False), bool) or \
+                not OmegaConf.select(self.cfg, "optimizer._partial_", default=False):
+            raise ConfigError("optimizer", "must build a factory (set _partial_: true)")
+
+    # -- building -------------------------------------------------------------------------
+    def _datamodule(self):
+        dm = instantiate_field(self.cfg, "mtl_dataset")
+        try:
+            dm.setup()
+        except (ValueError, FileNotFoundError) as exc:
+            raise DataError(f"mtl_dataset: {exc}") from None
+        train = parse_task_list(self.cfg.train_tasks, "train_tasks")
+        unknown = [t for t in train if t not in dm.tasks]
+        if unknown:
+            raise ConfigError("train_tasks", f"tasks {unknown} do not exist in {dm.name} (tasks "
+                              f"{', '.join(f'{t}={s.name}' for t, s in dm.tasks.items())})")
+        return dm
+
+    def _module(self, dm, tasks: list[int], algorithm, eval_tasks: list[int]):
+        from taskset_lab.mtl.models import MTLModel
+        from taskset_lab.mtl.module import MTLModule
+
+        torch.manual_seed(int(self.cfg.global_seed))
+        backbone = instantiate_field(self.cfg, "backbone", in_shape=list(dm.input_shape))
+        try:
+            model = MTLModel(backbone, {t: dm.tasks[t] for t in tasks})
+        except ValueError as exc:
+            raise ConfigError("backbone", str(exc)) from None
+        optimizer = instantiate_field(self.cfg, "optimizer")
+        scheduler = instantiate_field(self.cfg, "lr_scheduler") \
+            if OmegaConf.select(self.cfg, "lr_scheduler._target_", default=None) else None
+        metrics = OmegaConf.select(self.cfg, "metrics", default=None) or {}
+        return MTLModule(model, dm, algorithm, optimizer, scheduler, eval_every=int(self.cfg.eval_every),
+                         eval_tasks=eval_tasks, au_beta=float(metrics.get("au_beta", 0.999)),
+                         track_au=bool(metrics.get("track_au", True)))
+
+    def _fit(self, module, out: Path, with_loggers: bool) -> dict[str, Any]:
+        cfg = self.cfg
+        loggers = build_loggers(cfg) if with_loggers else []
+        callbacks = build_callbacks(cfg) if with_loggers else []
+        trainer_cfg = copy.deepcopy(cfg.trainer)
+        extra: dict[str, Any] = {"default_root_dir": str(out)}
+        if not with_loggers:  # the STL baselines keep their records, not checkpoints
+            extra["enable_checkpointing"] = False
+        with_root = OmegaConf.merge(trainer_cfg, extra)
+        try:
+            trainer = instantiate(with_root, logger=loggers or False, callbacks=callbacks)
+        except Exception as exc:  # noqa: BLE001 - a bad trainer field
+            raise ConfigError("trainer", str(exc).splitlines()[0]) from exc
+        pl.seed_everything(int(cfg.global_seed), workers=True, verbose=False)
+        start = time.perf_counter()
+        try:
+            trainer.fit(module)
+        except SystemExit:
+            if not trainer.interrupted:
+                raise
+            self._write_records(module, out)
+            finish_loggers(loggers)
+            raise KeyboardInterrupt from None
+        seconds = time.perf_counter() - start
+        finish_loggers(loggers)
+        self._write_records(module, out)
+        return {"seconds": seconds, "steps": int(module.global_step), "diverged_step": module.diverged_step}
+
+    def _write_records(self, module, out: Path) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        if module.records:
+            write_csv(pd.DataFrame(module.records), out / "metrics.csv")
+        if module.au_records:
+            write_csv(pd.DataFrame(module.au_records), out / "au.csv")
+        if module.weight_records:
+            write_csv(pd.DataFrame(module.weight_records), out / "loss_weights.csv")
+        final = module.final_metrics()
+        rows = [{"task": t, "task_name": module.dm.tasks[t].name, "metric": m, "value": v}
+                for t, metrics in final.items() for m, v in metrics.items()]
+        if rows:
+            write_csv(pd.DataFrame(rows), out / "final_metrics.csv")
+
+    # -- baselines ------------------------------------------------------------------------
+    def baseline_key(self, tasks: list[int]) -> str:
+        from taskset_lab.mtl.optim import BASE_NAME
+
+        opt = _plain(self.cfg.optimizer)
+        target = opt.pop("_target_", "")
+        cls = next((c for c in BASE_NAME if f"{c.__module__}.{c.__name__}" == target), None)
+        opt["family"] = BASE_NAME[cls] if cls is not None else target
+        payload = {"dataset": _plain(self.cfg.mtl_dataset), "backbone": _plain(self.cfg.backbone), "optimizer": opt,
+                   "lr_scheduler": _plain(OmegaConf.select(self.cfg, "lr_scheduler", default=None)),
+                   "steps": int(self.cfg.total_steps), "eval_every": int(self.cfg.eval_every),
+                   "seed": int(self.cfg.global_seed), "tasks": tasks,
+                   "trainer_accelerator": str(OmegaConf.select(self.cfg, "trainer.accelerator", default=""))}
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def train_single_tasks(self, dm, tasks: list[int], root: Path) -> dict[int, dict[str, float]]:
+        """Each task trained alone (STL); ``root/task_<t>/`` holds its records."""
+        from taskset_lab.mtl.algorithms import STL
+
+        results = {}
+        for t in tasks:
+            done = root / f"task_{t}" / "final_metrics.csv"
+            if done.is_file():
+                results[t] = read_final_metrics(done)[t]
+                continue
+            module = self._module(dm, [t], STL(), [t])
+            log.info("MTL: single-task baseline for task %d (%s)", t, dm.tasks[t].name)
+            self._fit(module, root / f"task_{t}", with_loggers=False)
+            results[t] = module.final_metrics()[t]
+        rows = [{"task": t, "task_name": dm.tasks[t].name, "metric": m, "value": v}
+                for t, metrics in results.items() for m, v in metrics.items()]
+        write_csv(pd.DataFrame(rows), root / "final_metrics.csv")
+        return results
+
+    def baseline_metrics(self, dm, tasks: list[int]) -> tuple[dict[int, dict[str, float]] | None, str | None]:
+        mode = str(OmegaConf.select(self.cfg, "baseline", default="none"))
+        if mode == "none":
+            return None, None
+        if mode != "train":
+            found = read_final_metrics(Path(mode) / "final_metrics.csv")
+            missing = [t for t in tasks if t not in found]
+            if missing:
+                raise DataError(f"baseline {mode} has no results for tasks {missing}")
+            return {t: found[t] for t in tasks}, mode
+        cache = OmegaConf.select(self.cfg, "baseline_cache_dir", default=None)
+        root = Path(str(cache)) / self.baseline_key(tasks) if cache else self.output_dir / "stl_baseline"
+        summary = root / "final_metrics.csv"
+        if summary.is_file():
+            found = read_final_metrics(summary)
+            if all(t in found for t in tasks):
+                log.info("MTL: single-task baselines from %s", root)
+                return {t: found[t] for t in tasks}, str(root)
+        return self.train_single_tasks(dm, tasks, root), str(root)
+
+    # -- running --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from taskset_lab.mtl.metrics import delta_m
+
+        cfg = self.cfg
+        threads = OmegaConf.select(cfg, "torch_threads", default=None)
+        if threads is not None:  # small models: one thread avoids thread contention on a busy CPU
+            torch.set_num_threads(int(threads))
+        self.save_config()
+        dm = self._datamodule()
+        train = parse_task_list(cfg.train_tasks, "train_tasks")
+        evaluated = parse_task_list(cfg.eval_tasks, "eval_tasks")
+        algorithm = instantiate_field(cfg, "mtl_algorithm")
+        out = self.output_dir
+        log.info("MTL %s on %s tasks %s with %s -> %s", algorithm.name, dm.name, train,
+                 cfg.optimizer._target_.rsplit(".", 1)[-1], out)
+        if algorithm.single_task:
+            final = self.train_single_tasks(dm, train, out)
+            final = {t: final[t] for t in evaluated}
+            run_info: dict[str, Any] = {"steps": int(cfg.total_steps), "diverged_step": None}
+            module = None
+        else:
+            module = self._module(dm, train, algorithm, evaluated)
+            run_info = self._fit(module, out, with_loggers=True)
+            final = module.final_metrics()
+        optimizer_name = cfg.optimizer._target_.rsplit(".", 1)[-1]
+        baseline, baseline_from = self.baseline_metrics(dm, evaluated) if not algorithm.single_task else (final, "self")
+        dm_value = None
+        if baseline is not None and final and run_info.get("diverged_step") is None:
+            dm_value = delta_m(final, baseline)
+            row = {"method": algorithm.name, "optimizer": optimizer_name, "delta_m": dm_value}
+            for t in evaluated:
+                for metric, value in final[t].items():
+                    row[f"{dm.tasks[t].name}/{metric}"] = value
+                    if metric in baseline[t]:
+                        row[f"{dm.tasks[t].name}/{metric}/stl"] = baseline[t][metric]
+            write_csv(pd.DataFrame([row]), out / "delta_m.csv")
+        if module is not None:
+            self._plots(module, dm, out, algorithm.name, optimizer_name)
+        summary = {"method": algorithm.name, "optimizer": optimizer_name, "dataset": dm.name,
+                   "tasks": {t: dm.tasks[t].name for t in evaluated}, "final": final, "baseline": baseline,
+                   "baseline_from": baseline_from, "delta_m": dm_value, "output_dir": str(out), **run_info}
+        self.write_json("summary.json", summary)
+        if run_info.get("diverged_step") is not None:
+            log.warning("a task loss became non-finite at step %s; records up to there are in %s",
+                        run_info["diverged_step"], out)
+        print(format_summary(summary))
+        return summary
+
+    def _plots(self, module, dm, out: Path, method: str, optimizer_name: str) -> None:
+        from taskset_lab.mtl.plots import metric_curves, rau_heatmap
+
+        if module.records:
+            metric_curves(pd.DataFrame(module.records), out / "metrics.png")
+        if module.au is not None and module.au.steps:
+            names = [dm.tasks[t].name for t in module.task_ids]
+            rau_heatmap(module.au.rau_per_layer(), names, out / "rau_heatmap.png",
+                        title=f"rAU: {method} + {optimizer_name} on {dm.name}")
+
+
+def read_final_metrics(path: Path) -> dict[int, dict[str, float]]:
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if not {"task", "metric", "value"} <= set(frame.columns):
+        raise DataError(f"{path} needs columns task, metric, value")
+    out: dict[int, dict[str, float]] = {}
+    for row in frame.itertuples():
+        out.setdefault(int(row.task), {})[str(row.metric)] = float(row.value)
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    parts = [f"{summary['tasks'][t]}: " + ", ".join(f"{m}={v:.4g}" for m, v in metrics.items() if m != "loss")
+             for t, metrics in summary["final"].items()]
+    dm = summary.get("delta_m")
+    tail = f"; Δm={dm:+.2f}% (positive = better than single-task)" if dm is not None else ""
+    return (f"MTL done: {summary['method']} + {summary['optimizer']} on {summary['dataset']}, test "
+            f"{' | '.join(parts)}{tail}; outputs in {summary['output_dir']}")
+
+
+__all__ = ["MTLPipeline", "parse_task_list"]

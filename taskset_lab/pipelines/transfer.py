@@ -1,0 +1,181 @@
+"""TRANSFER: trials of each method on large model/data pairs, then best loss after k trials.
+
+``trial=all`` runs every trial of the budget in order (k first); ``trial=<method>[@r]:<k>`` runs
+one (a Hydra multirun over ``trial=`` spreads them over processes or machines, all writing
+into one ``output_dir``); ``trial=aggregate`` only rebuilds the outputs from finished trials.
+Every run ends by aggregating what is finished: ``transfer.csv``, ``transfer.png``,
+``transfer_table.txt`` (also printed) and ``summary.json`` in the results folder.
+
+The results folder is ``results_dir`` when set, else ``output_dir`` in a single run and the
+sweep folder (``hydra.sweep.dir``) in a ``--multirun``, whose jobs each get their own
+``output_dir`` but must share the trials. Starting the same command again (with the same
+folder) skips the finished trials.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from taskset_lab.errors import ConfigError
+from taskset_lab.pipelines.base import Pipeline
+
+log = logging.getLogger(__name__)
+
+
+class TransferPipeline(Pipeline):
+    name = "TRANSFER"
+    required_fields = ("expr_name", "output_dir", "global_seed", "total_steps", "eval_every", "pairs", "methods",
+                       "trainer")
+
+    # -- checks -----------------------------------------------------------------------------
+    def check(self) -> None:
+        from taskset_lab.transfer.methods import METHODS, check_trial, method_trials, parse_trial
+        from taskset_lab.transfer.module import KINDS
+
+        cfg = self.cfg
+        total, every = self.require_positive_int("total_steps"), self.require_positive_int("eval_every")
+        if every > total:
+            raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
+        methods = cfg.methods
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown:
+            raise ConfigError("methods", f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        for method in methods:
+            self.require_positive_int(f"methods.{method}.trials")
+        if "random" in methods:
+            self.require_positive_int("methods.random.repeats")
+        if "adam_lr_grid" in methods:
+            lrs = OmegaConf.select(cfg, "methods.adam_lr_grid.lrs", default=None)
+            if not lrs or len(lrs) < method_trials(methods, "adam_lr_grid"):
+                raise ConfigError("methods.adam_lr_grid.lrs", f"needs at least methods.adam_lr_grid.trials "
+                                                              f"learning rates, got {list(lrs or [])}")
+        if not cfg.pairs:
+            raise ConfigError("pairs", "no model/data pair configured")
+        for name, pair in cfg.pairs.items():
+            kind = OmegaConf.select(pair, "kind", default=None)
+            if kind not in KINDS:
+                raise ConfigError(f"pairs.{name}.kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+            for field in ("data", "model"):
+                if OmegaConf.select(pair, field, default=None) is None:
+                    raise ConfigError(f"pairs.{name}.{field}", "missing")
+            if "reference" in methods and OmegaConf.select(pair, "reference", default=None) is None:
+                raise ConfigError(f"pairs.{name}.reference", "the reference method needs the pair's recipe")
+        self.selected_pairs()
+        trial = str(OmegaConf.select(cfg, "trial", default="all"))
+        if trial not in ("all", "aggregate"):
+            check_trial(parse_trial(trial), methods)
+        for k in OmegaConf.select(cfg, "table_ks", default=[1, 3, 10]):
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                raise ConfigError("table_ks", f"must be positive integers, got {k!r}")
+        if trial == "all":
+            self._check_list(method_trials(methods, "list"))
+        elif trial != "aggregate":
+            spec = parse_trial(trial)
+            if spec.method in ("list", "random"):
+                self._check_list(spec.k + 1 if spec.method == "list" else 0)
+
+    def _check_list(self, needs: int) -> None:
+        """The list exists and has the ``needs`` entries the trials use (before any training)."""
+        from taskset_lab.optim import hparam_list_entry
+
+        methods = self.cfg.methods
+        random_family = OmegaConf.select(self.cfg, "methods.random.family", default=None)
+        if needs == 0 and ("random" not in methods or random_family):
+            return
+        name = OmegaConf.select(self.cfg, "list", default=None)
+        if not name:
+            raise ConfigError("list", "the list and random methods need list=<hparam_list.json path or built-in "
+                                      "list name>")
+        hparam_list_entry(str(name), max(needs, 1) - 1)
+
+    def selected_pairs(self) -> list[str]:
+        pair = str(OmegaConf.select(self.cfg, "pair", default="all"))
+        names = list(self.cfg.pairs)
+        if pair == "all":
+            return names
+        if pair not in names:
+            raise ConfigError("pair", f"must be all or one of {', '.join(names)}, got {pair!r}")
+        return [pair]
+
+    # -- running ----------------------------------------------------------------------------
+    @property
+    def results_dir(self) -> Path:
+        """Where the trials and the aggregated outputs go (see the module docstring)."""
+        explicit = OmegaConf.select(self.cfg, "results_dir", default=None)
+        if explicit:
+            return Path(str(explicit))
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return Path(str(HydraConfig.get().sweep.dir))
+        return self.output_dir
+
+    def run(self) -> dict[str, Any]:
+        from taskset_lab.transfer.methods import parse_trial, plan_trials
+        from taskset_lab.transfer.runner import check_setup, is_rank_zero, run_trial, setup_record
+
+        cfg = self.cfg
+        trial = str(OmegaConf.select(cfg, "trial", default="all"))
+        if is_rank_zero():
+            self.save_config()
+        if trial != "aggregate":
+            specs = plan_trials(cfg.methods) if trial == "all" else [parse_trial(trial)]
+            for pair in self.selected_pairs():
+                results = self.results_dir / pair
+                check_setup(results, setup_record(cfg, pair))
+                for spec in specs:
+                    run_trial(cfg, pair, spec, results)
+        if not is_rank_zero():
+            return {}
+        return self.aggregate()
+
+    def aggregate(self) -> dict[str, Any]:
+        """transfer.csv, transfer.png, the table, summary.json from every finished trial."""
+        from taskset_lab.transfer.results import (best_after_k, format_table, load_trials, plot_transfer,
+                                                  summary_numbers, write_csv_atomic)
+
+        from taskset_lab.transfer.runner import write_json_atomic
+
+        ks = [int(k) for k in OmegaConf.select(self.cfg, "table_ks", default=[1, 3, 10])]
+        root = self.results_dir
+        root.mkdir(parents=True, exist_ok=True)
+        trials = load_trials(root)
+        table = best_after_k(trials)
+        csv = write_csv_atomic(table, root / "transfer.csv")
+        text = format_table(table, ks) if len(table) else "no finished trials yet\n"
+        tmp = root / "transfer_table.txt.tmp"
+        tmp.write_text(text)
+        tmp.replace(root / "transfer_table.txt")
+        plot = plot_transfer(table, root / "transfer.png") if len(table) else None
+        diverged = int((trials["status"] == "diverged").sum()) if len(trials) else 0
+        summary = {"trials_finished": int(len(trials)), "trials_diverged": diverged,
+                   "seconds": float(trials["seconds"].sum()) if len(trials) else 0.0,
+                   "test_loss_after_k": summary_numbers(table, ks), "transfer_csv": str(csv),
+                   "plot": str(plot) if plot else None, "results_dir": str(root)}
+        write_json_atomic(root / "summary.json", summary)
+        self._log_wandb(table, plot)
+        print(text, end="")
+        print(f"TRANSFER: {len(trials)} finished trials ({diverged} diverged); outputs in {root}")
+        return summary
+
+    def _log_wandb(self, table: Any, plot: Any) -> None:
+        """With ``logger=wandb``: one more run (``<expr_name>/transfer``) with the table and plot."""
+        node = OmegaConf.select(self.cfg, "logger.wandb", default=None)
+        if node is None or not len(table):
+            return
+        from hydra.utils import instantiate
+
+        from taskset_lab.pipelines.building import finish_loggers
+
+        logger = instantiate(node, name=f"{self.cfg.expr_name}/transfer", group=str(self.cfg.expr_name))
+        clean = table.replace([math.inf, -math.inf], float("nan"))
+        logger.log_table(key="transfer", dataframe=clean)
+        if plot is not None:
+            logger.log_image(key="transfer_plot", images=[str(plot)])
+        finish_loggers([logger])

@@ -1,0 +1,183 @@
+"""Running one TRANSFER trial with a Lightning Trainer, and skipping it when already done.
+
+Layout of a results folder (``<output_dir>/<pair>/``)::
+
+    setup.json                     what every trial here shares (pair, steps, seed) + its hash
+    trials/<trial>.json            one finished trial (written atomically, last)
+    trials/<trial>/curve.csv       its loss curve; Lightning loggers write under trials/<trial>/
+
+A trial whose ``.json`` exists is finished and skipped; a killed run leaves at most a
+``.tmp`` or a trial folder without ``.json``, which the next run redoes. Every rank of a DDP
+run executes the same trials in the same order; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from taskset_lab.errors import ConfigError
+from taskset_lab.pipelines.building import build_callbacks, build_loggers, finish_loggers, instantiate_field
+from taskset_lab.transfer.methods import TrialSpec, optimizer_spec
+from taskset_lab.transfer.module import TransferModule
+
+log = logging.getLogger(__name__)
+_MACHINE_KEYS = ("root", "data_dir", "num_workers", "download")  # where data lives, not what it is
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.replace(path)
+
+
+def is_rank_zero() -> bool:
+    from pytorch_lightning.utilities import rank_zero_only
+
+    return int(getattr(rank_zero_only, "rank", 0)) == 0
+
+
+def setup_record(cfg: DictConfig, pair_name: str) -> dict[str, Any]:
+    """What all trials of a pair share; trials of a different setup never mix in one folder."""
+    pair = OmegaConf.to_container(cfg.pairs[pair_name], resolve=True)
+    assert isinstance(pair, dict)
+    data = {k: v for k, v in dict(pair.get("data", {})).items() if k not in _MACHINE_KEYS}
+    record = {"pair": pair_name, "kind": pair.get("kind"), "data": data, "model": pair.get("model"),
+              "divergence_factor": pair.get("divergence_factor"), "total_steps": int(cfg.total_steps),
+              "eval_every": int(cfg.eval_every), "global_seed": int(cfg.global_seed)}
+    record["hash"] = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return record
+
+
+def check_setup(results: Path, record: dict[str, Any]) -> None:
+    """Write ``setup.json``, or check that the one there describes the same setup."""
+    path = results / "setup.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("hash") != record["hash"]:
+            changed = sorted(k for k in record if k != "hash" and old.get(k) != record[k])
+            raise ConfigError("output_dir", f"{results} holds trials of another setup ({', '.join(changed)} "
+                                            "differ); choose a new output_dir")
+    elif is_rank_zero():
+        write_json_atomic(path, record)
+
+
+def trial_path(results: Path, spec: TrialSpec) -> Path:
+    return results / "trials" / f"{spec.name}.json"
+
+
+def finished_trial(results: Path, spec: TrialSpec, opt: dict[str, Any]) -> dict[str, Any] | None:
+    """The recorded result of ``spec`` if it finished with the same optimizer, else None."""
+    path = trial_path(results, spec)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # not ours to trust: redo it
+    def same(o: Any) -> Any:  # the list's hparams decide, not the path it was read from
+        return {k: v for k, v in json.loads(json.dumps(o, default=str)).items() if k != "list"}
+
+    if same(record.get("optimizer") or {}) != same(opt):
+        raise ConfigError("output_dir", f"{path} was run with another optimizer ({record.get('optimizer')}); "
+                                        "choose a new output_dir")
+    return record
+
+
+def _trial_config(cfg: DictConfig, trial_dir: Path, pair_name: str, spec: TrialSpec) -> DictConfig:
+    """The config with ``output_dir`` pointing at the trial folder (loggers, callbacks and the
+    trainer's ``default_root_dir`` follow it) and W&B runs named after the trial."""
+    trial_cfg = cfg.copy()
+    with open_dict(trial_cfg):
+        trial_cfg.output_dir = str(trial_dir)
+        wandb = OmegaConf.select(trial_cfg, "logger.wandb")
+        if wandb is not None:
+            wandb.name = f"{cfg.expr_name}/{pair_name}/{spec}"
+            wandb.group = f"{cfg.expr_name}/{pair_name}"
+    return trial_cfg
+
+
+def _final_row(curve: list[dict[str, float]]) -> dict[str, float]:
+    return dict(curve[-1]) if curve else {}
+
+
+def run_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path) -> dict[str, Any]:
+    """Train ``spec`` on pair ``pair_name`` (or return its recorded result); see the module doc."""
+    pair = cfg.pairs[pair_name]
+    opt = optimizer_spec(spec, cfg.methods, OmegaConf.select(cfg, "list"),
+                         OmegaConf.to_container(pair.reference, resolve=True) if "reference" in pair else None)
+    done = finished_trial(results, spec, opt)
+    if done is not None:
+        log.info("%s %s: finished earlier, skipped", pair_name, spec)
+        return done
+    total_steps, eval_every = int(cfg.total_steps), int(cfg.eval_every)
+    trial_dir = results / "trials" / spec.name
+    trial_cfg = _trial_config(cfg, trial_dir, pair_name, spec)
+    pl.seed_everything(int(cfg.global_seed), workers=True, verbose=False)  # same init and data for all
+    datamodule = instantiate_field(cfg, f"pairs.{pair_name}.data")
+    model = instantiate_field(cfg, f"pairs.{pair_name}.model")
+    module = TransferModule(model, str(pair.kind), opt, total_steps,
+                            divergence_factor=OmegaConf.select(pair, "divergence_factor", default=5.0),
+                            divergence_bound=OmegaConf.select(pair, "divergence_bound", default=None))
+    loggers = build_loggers(trial_cfg)
+    callbacks = build_callbacks(trial_cfg)
+    accumulate = int(OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1) or 1)
+    checkpointing = any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
+    try:
+        trainer = instantiate(trial_cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                              max_steps=total_steps, val_check_interval=eval_every * accumulate,
+                              check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                              enable_checkpointing=checkpointing)
+    except Exception as exc:  # a bad trainer field (e.g. unknown strategy) is the user's to fix
+        cause = exc.__cause__ or exc
+        raise ConfigError("trainer", str(cause).splitlines()[0] if str(cause) else type(cause).__name__) from exc
+    log.info("%s %s: %s for %d steps -> %s", pair_name, spec, opt.get("family") or opt["kind"], total_steps,
+             trial_dir)
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except SystemExit:  # Lightning turns Ctrl-C into a graceful shutdown and exit(1)
+        if not trainer.interrupted:
+            raise
+        finish_loggers(loggers)
+        log.warning("interrupted during %s %s; finished trials are kept in %s and skipped when the same "
+                    "command runs again", pair_name, spec, results)
+        raise KeyboardInterrupt from None
+    if module.diverged_step is None and (not module.curve or module.curve[-1]["step"] < trainer.global_step):
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # the end of training is evaluated
+    seconds = time.perf_counter() - start
+    steps = int(trainer.global_step)
+    finish_loggers(loggers)
+    final = _final_row(module.curve)
+    diverged = module.diverged_step is not None
+    record = {"pair": pair_name, "method": spec.method, "k": spec.k, "repeat": spec.repeat, "trial": str(spec),
+              "optimizer": json.loads(json.dumps(opt, default=str)), "status": "diverged" if diverged else "done",
+              "diverged_step": module.diverged_step, "steps": steps, "seconds": seconds,
+              "seconds_per_step": seconds / max(steps, 1), "world_size": int(trainer.world_size),
+              "valid": math.inf if diverged else final.get("valid", math.nan),
+              "test": math.inf if diverged else final.get("test", math.nan),
+              "valid_accuracy": None if diverged else final.get("valid_accuracy"),
+              "test_accuracy": None if diverged else final.get("test_accuracy"),
+              "last_finite": final}
+    if trainer.is_global_zero:
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        curve = pd.DataFrame(module.curve)
+        tmp = trial_dir / "curve.csv.tmp"
+        curve.to_csv(tmp, index=False)
+        tmp.replace(trial_dir / "curve.csv")
+        write_json_atomic(trial_path(results, spec), record)  # last: marks the trial finished
+    if diverged:
+        log.warning("%s %s diverged at step %d (loss NaN/inf or above %.4g)", pair_name, spec,
+                    module.diverged_step, module.bound if module.bound is not None else math.nan)
+    return record

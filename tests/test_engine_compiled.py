@@ -1,0 +1,152 @@
+"""The compiled population step (taskset_lab/engine/compiled.py): same curves as the eager
+step, config-in-population equal to config-alone, the eager fallback, the K probe and the
+allocator settings. Compiled tests use dynamo's ``aot_eager`` backend (the same graph capture
+and autograd tracing as Inductor without a C++ build, which takes 30-100 s per shape on the
+shared CPU); one case runs Inductor itself."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from taskset_lab.engine import train_population
+from taskset_lab.engine.compiled import (CompiledStep, apply_allocator_settings, compile_available,
+                                         compile_mode, probe_population_size, should_compile)
+from taskset_lab.engine.population import Population
+from taskset_lab.engine.single import train_single
+from taskset_lab.errors import ConfigError
+from taskset_lab.optim import get_family
+from taskset_lab.tasks import sample_task
+
+F64 = torch.float64
+SMALL = {
+    "lab_mlp": {"hidden": [8], "batch_size": 16},
+    "lab_quadratic": {"dim": 6, "output": "identity"},
+    "lab_char_rnn_language_model": {"seq_len": 5, "hidden": 8, "embed_dim": 4, "batch_size": 4},
+}
+
+
+def _configs(fam_name: str) -> list[dict]:
+    fam = get_family(fam_name)
+    return [fam.sample(1), fam.sample(2), dict(fam.sample(3), lr=1e4)]
+
+
+def _run(pop: Population, step, n: int):
+    state = pop.evaluate(pop.init())[1]
+    losses = []
+    for _ in range(n):
+        state = step(state)
+        values, state = pop.evaluate(state)
+        losses.append(values)
+    return torch.stack(losses, 1), state
+
+
+@pytest.mark.parametrize("task_family,opt", [("lab_mlp", "adam4p"), ("lab_quadratic", "nadamw"),
+                                              ("lab_char_rnn_language_model", "adam8p")])
+def test_compiled_step_equals_eager(task_family, opt):
+    task = sample_task(task_family, 0, SMALL[task_family])
+    pop = Population(task, opt, _configs(opt), 6, dtype=F64, eval_batches=1)
+    compiled = CompiledStep(pop, backend="aot_eager")
+    eager_losses, eager_state = _run(pop, pop.step, 6)
+    comp_losses, comp_state = _run(pop, compiled.step, 6)
+    assert compiled.compiled, "the compiled path fell back to eager"
+    torch.testing.assert_close(comp_losses, eager_losses, rtol=1e-10, atol=1e-12, equal_nan=True)
+    for name in eager_state.params:
+        torch.testing.assert_close(comp_state.params[name], eager_state.params[name], rtol=1e-10, atol=1e-12)
+    assert torch.equal(comp_state.diverged_step, eager_state.diverged_step)
+    assert bool(eager_state.diverged[2]) or task_family != "lab_mlp"  # lr=1e4 exercises the freeze
+
+
+def test_compiled_population_matches_config_alone(monkeypatch):
+    monkeypatch.setenv("TASKLAB_COMPILE_BACKEND", "aot_eager")
+    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    fam = get_family("adam4p")
+    configs = _configs("adam4p")
+    pop = train_population(task, fam, configs, total_steps=8, eval_every=4, eval_batches=2, dtype=F64,
+                           compile=True)
+    assert pop.extra["compiled"] is True
+    for k, hp in enumerate(configs):
+        alone = train_single(task, (fam, hp), 8, 4, eval_batches=2, dtype=F64)
+        for split, values in pop.losses.items():
+            torch.testing.assert_close(values[k], alone.losses[split].reshape(-1), rtol=1e-9, atol=1e-12, equal_nan=True)
+    assert bool(pop.diverged[2])
+
+
+@pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="no C++ compiler for Inductor")
+def test_inductor_step_equals_eager():
+    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    pop = Population(task, "adam1p", _configs("adam1p")[:2], 3, dtype=F64, eval_batches=1)
+    compiled = CompiledStep(pop, backend="inductor")
+    eager_losses, _ = _run(pop, pop.step, 3)
+    comp_losses, _ = _run(pop, compiled.step, 3)
+    assert compiled.compiled
+    torch.testing.assert_close(comp_losses, eager_losses, rtol=1e-9, atol=1e-12)
+
+
+def test_compile_failure_falls_back_to_eager():
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no compiler today")
+
+    task = sample_task("lab_quadratic", 0, SMALL["lab_quadratic"])
+    pop = Population(task, "adam4p", _configs("adam4p"), 4, dtype=F64, eval_batches=1)
+    stepper = CompiledStep(pop, backend=broken_backend)
+    fallback_losses, _ = _run(pop, stepper.step, 4)
+    eager_losses, _ = _run(pop, pop.step, 4)
+    assert stepper.compiled is False
+    torch.testing.assert_close(fallback_losses, eager_losses, equal_nan=True)
+
+
+def test_compile_mode_and_auto_threshold():
+    assert compile_mode(True) == "true" and compile_mode("Auto") == "auto" and compile_mode(False) == "false"
+    with pytest.raises(ConfigError):
+        compile_mode("sometimes")
+    cpu = torch.device("cpu")
+    assert should_compile("false", cpu, 1e9) is False
+    if compile_available(cpu):
+        assert should_compile("auto", cpu, 1.0) is False  # short runs stay eager
+        assert should_compile("auto", cpu, 1e6) is True
+        assert should_compile("true", cpu, 0.0) is True
+
+
+def test_probe_picks_fastest_k_within_cap():
+    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    configs = [get_family("adam4p").sample(i) for i in range(40)]
+    made: list[int] = []
+
+    def make(n: int) -> Population:
+        made.append(n)
+        return Population(task, "adam4p", configs[:n], 10, eval_batches=1)
+
+    k, step_s = probe_population_size(make, len(configs), memory_cap=20, ks=(8, 16, 64), steps=1)
+    assert set(made) <= {8, 16, 20} and max(made) <= 20
+    assert k in made and step_s > 0
+    assert probe_population_size(make, 3, 100, ks=(8,), need_time=False) == (3, 0.0)
+
+
+def test_train_population_auto_k_logs_choice(caplog):
+    task = sample_task("lab_quadratic", 0, SMALL["lab_quadratic"])
+    configs = [get_family("adam1p").sample(i) for i in range(12)]
+    with caplog.at_level("INFO", logger="taskset_lab.engine.population"):
+        res = train_population(task, "adam1p", configs, total_steps=200, eval_every=100, eval_batches=1,
+                               compile=False)
+        short = train_population(task, "adam1p", configs, total_steps=3, eval_every=3, eval_batches=1,
+                                 compile=False)
+    assert res.extra["chunk"] in (8, 12) and res.extra["compiled"] is False
+    assert short.extra["chunk"] == 12  # too short to probe: the memory bound's K
+    assert any("timing probe" in r.getMessage() for r in caplog.records)
+    assert any("population size K=" in r.getMessage() for r in caplog.records)
+    assert torch.isfinite(res.losses["train"][:, 0]).all() and not math.isnan(res.seconds)
+
+
+def test_allocator_settings_apply_once_on_glibc(monkeypatch):
+    import platform
+
+    monkeypatch.setenv("TASKLAB_MALLOPT", "0")
+    assert apply_allocator_settings() is False
+    monkeypatch.setenv("TASKLAB_MALLOPT", "1")
+    applied = apply_allocator_settings()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert applied is True
+    assert apply_allocator_settings() is applied

@@ -1,0 +1,55 @@
+"""CURVES on TaskSet's own tasks by TaskSet's names: a sampled family with offline stand-ins and
+the 26 fixed tasks that generate their own data, with debug-sized settings; the store records
+each task's name and family (stand-ins named as such)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import compose
+from taskset_lab.cli import run_pipeline
+from taskset_lab.curves.store import read_runs
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+TINY = ["search_space.num_configs=2", "total_steps=2", "eval_every=2", "learner.eval_batches=1",
+        "progress=false", "learner.device=cpu"]
+
+
+def test_curves_on_mlp_family_seeds_0_to_8_with_stand_ins(tmp_path):
+    cfg = compose("curves_quickstart", [*TINY, "++task_set.families=[{family: mlp_family, seeds: [0, 8]}]",
+                                        "++task_set.fixed=[]", "misc.offline_data=substitute",
+                                        f"output_dir={tmp_path}"])
+    run_pipeline(cfg)
+    runs = read_runs(tmp_path / "curves")
+    assert sorted(runs["task"].unique()) == sorted(f"mlp_family_seed{i}_on_digits" for i in range(8))
+    assert set(runs["task_family"]) == {"mlp_family"} and len(runs) == 16
+
+
+def test_curves_without_substitution_names_the_missing_dataset(tmp_path):
+    from taskset_lab.errors import DataError
+
+    cfg = compose("curves_quickstart", [*TINY, "++task_set.families=[{family: mlp_family, seeds: [0, 1]}]",
+                                        "++task_set.fixed=[]", "misc.offline_data=error",
+                                        f"misc.data_dir={tmp_path / 'nodata'}", f"output_dir={tmp_path}"])
+    with pytest.raises(DataError) as err:
+        run_pipeline(cfg)
+    message = str(err.value)
+    assert "\n" not in message and "sun397" in message and "offline_data=substitute" in message
+
+
+def test_curves_on_the_26_offline_fixed_tasks(tmp_path):
+    cfg = compose("curves_quickstart", [*TINY, "search_space.num_configs=1", "task_set=fixed_offline",
+                                        f"output_dir={tmp_path}"])
+    run_pipeline(cfg)
+    runs = read_runs(tmp_path / "curves")
+    assert runs["task"].nunique() == 26
+    assert runs.groupby("task_family")["task"].nunique().to_dict() == {"Associative": 9, "Copy": 9, "TwoD": 8}

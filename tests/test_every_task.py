@@ -13,6 +13,8 @@ from taskset_lab.engine import train_population
 from taskset_lab.optim import get_family
 from taskset_lab.tasks.registry import FAMILIES, FIXED_TASKS, get_task
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 NAMES = FIXED_TASKS.names() + [f"{family}_seed0" for family in FAMILIES.names()]
 #: tasks whose TaskSet definition is already non-finite at initialization in float32: the engine
 #: must flag them as diverged at step 0 instead of crashing
@@ -21,13 +23,6 @@ NON_FINITE_AT_INIT = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # many tiny ops: a second intra-op thread only adds synchronisation on a 2-core machine
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -42,3 +37,18 @@ def test_task_builds_and_trains(name):
         assert int(result.diverged_step[0]) == 0
     else:
         assert all(math.isfinite(v) for v in first.values()), first
+
+
+def test_all_109_fixed_tasks_of_taskset_are_registered_with_their_kinds():
+    """TaskSet's list of fixed tasks (tests/data/taskset_reference/fixed_tasks.json, Apache 2.0):
+    every name is registered, nothing else is, and each group maps to one kind."""
+    import json
+    from pathlib import Path
+
+    reference = json.loads((Path(__file__).parent / "data" / "taskset_reference" / "fixed_tasks.json").read_text())
+    names = [n for group in reference["groups"].values() for n in group]
+    assert len(names) == reference["total"] == 109
+    assert sorted(names) == FIXED_TASKS.names()
+    for group, members in reference["groups"].items():
+        kinds = {FIXED_TASKS.get(n).kind for n in members}
+        assert len(kinds) <= 2, (group, kinds)  # FixedMLPVAE's group holds one Imagenet32x30_* name

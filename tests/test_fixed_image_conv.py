@@ -23,6 +23,8 @@ from taskset_lab.tasks.fixed.image_conv import BatchStatNorm, SameConv2d
 from taskset_lab.tasks.fixed.image_conv_ae import SameConvTranspose2d
 from taskset_lab.tasks.registry import FIXED_TASKS, get_task
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 F64 = torch.float64
 
 CONV = [
@@ -60,12 +62,6 @@ SPEC_TABLES = {"FixedImageConv": image_conv.SPECS, "FixedImageConvAE": image_con
 SMOKE_BATCH = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _small(task, batch_size: int = SMOKE_BATCH):

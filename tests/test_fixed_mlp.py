@@ -24,6 +24,8 @@ from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.fixed import mlp, mlp_ae, mlp_vae
 from taskset_lab.tasks.registry import build_fixed_task, fixed_task_names, get_task
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 F64 = torch.float64
 
 FIXED_MLP = [
@@ -47,13 +49,6 @@ KINDS = {**{n: "FixedMLP" for n in FIXED_MLP}, **{n: "FixedMLPAE" for n in FIXED
          **{n: "FixedMLPVAE" for n in FIXED_MLP_VAE}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the machine's cores are shared, and small ops only lose to threading."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_all_23_registered_under_taskset_names_and_kinds():

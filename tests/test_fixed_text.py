@@ -28,7 +28,7 @@ from taskset_lab.tasks.registry import fixed_task_names, get_task
 
 F64 = torch.float64
 SMALL_VOCAB = 300  # stand-in subword vocabulary for tests (the real size is 8192)
-REFERENCE = Path("/work/shared/taskset_reference/fixed_tasks.json")
+REFERENCE = Path(__file__).parent / "data" / "taskset_reference" / "fixed_tasks.json"
 LM_NAMES = [
     "FixedLM_lm1b_patch128_GRU64_embed64_avg_bs128", "FixedLM_lm1b_patch128_GRU128_embed64_avg_bs128",
     "FixedLM_lm1b_patch128_GRU256_embed64_avg_bs128", "FixedLM_lm1b_patch128_LSTM128_embed64_avg_bs128",
@@ -74,7 +74,7 @@ def test_all_17_registered_under_taskset_names_and_kinds():
     assert set(fixed_task_names("FixedLM_*")) == set(LM_NAMES)
     assert set(fixed_task_names("FixedTextRNNClassification_*")) == set(CLS_NAMES)
     assert {n: s.kind for n, s in text.SPECS.items()} == KINDS
-    if REFERENCE.is_file():  # the shared copy of TaskSet's list, where this checkout has it
+    if REFERENCE.is_file():  # TaskSet's list (tests/data/taskset_reference, Apache 2.0)
         groups = json.loads(REFERENCE.read_text())["groups"]
         assert groups["fixed_language_modeling"] == LM_NAMES
         assert groups["fixed_text_rnn_classification"] == CLS_NAMES

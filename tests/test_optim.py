@@ -224,7 +224,7 @@ def test_sampled_optimizer_is_the_draw():
     assert isinstance(opt, torch.optim.Optimizer)
     draw = NADAMW.sample(4)
     for k, v in draw.items():
-        assert opt.param_groups[0][k] == float(v)
+        assert opt.defaults[k] == float(v)
     assert opt.param_groups[0]["total_steps"] == 10
 
 
@@ -286,7 +286,7 @@ def test_hparam_list_optimizer_uses_entry_k(tmp_path):
     p = torch.nn.Parameter(torch.ones(4))
     opt = hparam_list_optimizer([p], path, index=2, total_steps=30)
     for k, v in entries[2]["hparams"].items():
-        assert opt.param_groups[0][k] == float(v)
+        assert opt.defaults[k] == float(v)
     assert opt.param_groups[0]["total_steps"] == 30
     before = p.detach().clone()
     for _ in range(2):  # a warmup's first update has rate 0
@@ -336,7 +336,7 @@ def test_opt_list_entry_k_is_a_ready_optimizer():
     assert isinstance(opt, FamilyOptimizer) and opt.family is NADAMW
     assert opt.param_groups[0]["eps"] == hp["eps"] and opt.param_groups[0]["total_steps"] == 20
     old = hparam_list_optimizer([p], list_path="opt_list", index=4, total_steps=20)  # the older keyword
-    assert old.param_groups[0]["lr"] == hp["lr"]
+    assert old.param_groups[0]["base_lr"] == hp["lr"]
     with pytest.raises(DataError, match="1000 entries; index 1000"):
         hparam_list_optimizer([p], "opt_list", 1000, total_steps=20)
     lst = load_hparam_list("opt_list")
@@ -353,7 +353,7 @@ def test_hparam_list_optimizer_config_composes(tmp_path):
                                        "total_steps=30"])
     p = torch.nn.Parameter(torch.ones(2))
     opt = instantiate(cfg.optimizer)([p])
-    assert opt.param_groups[0]["lr"] == NADAMW.sample(799)["lr"]  # entry 2: nadamw_grid_seed799
+    assert opt.param_groups[0]["base_lr"] == NADAMW.sample(799)["lr"]  # entry 2: nadamw_grid_seed799
     assert opt.param_groups[0]["total_steps"] == 30
     space = compose("curves_quickstart", ["search_space=list", "search_space.list=opt_list",
                                           "search_space.size=7"]).search_space
@@ -428,3 +428,30 @@ def test_bf16_parameters_follow_the_schedule_past_256_steps():
 def test_docstrings_state_the_update(cls):
     doc = cls.__doc__
     assert "Update (" in doc and "θ ←" in doc and "torch.optim" in doc
+
+
+def test_param_groups_lr_reports_the_scheduled_rate():
+    """``param_groups[0]["lr"]`` is the rate the next update applies (what Lightning's
+    LearningRateMonitor logs); the sampled rate stays in ``base_lr`` and the updates are
+    unchanged by the reporting."""
+    from taskset_lab.optim import NADAMW
+    from taskset_lab.optim.base import FamilyOptimizer
+
+    hp = dict(NADAMW.defaults(), lr=0.1, warmup_fraction=0.2, constant_fraction=0.2, min_lr_mult=0.0)
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    opt = FamilyOptimizer([p], NADAMW, hp, total_steps=10)
+    seen = []
+    for step in range(1, 11):
+        seen.append(opt.param_groups[0]["lr"])
+        expected = float(NADAMW.scheduled_lr(torch.tensor(float(step), dtype=torch.float64),
+                                             {k: torch.tensor(float(v), dtype=torch.float64)
+                                              for k, v in NADAMW.validate(hp).items()}, 10))
+        assert seen[-1] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        opt.zero_grad()
+        p.sum().backward()
+        opt.step()
+    assert seen[0] == 0.0 and max(seen) == pytest.approx(0.1) and seen[-1] < 0.1 * 0.2  # warmup, cosine
+    assert opt.param_groups[0]["base_lr"] == 0.1
+    again = FamilyOptimizer([torch.nn.Parameter(torch.ones(3, dtype=torch.float64))], NADAMW, hp, total_steps=10)
+    again.load_state_dict(opt.state_dict())
+    assert again.param_groups[0]["lr"] == opt.param_groups[0]["lr"] and again.param_groups[0]["base_lr"] == 0.1

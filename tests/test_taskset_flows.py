@@ -26,18 +26,13 @@ from taskset_lab.tasks.families.taskset_flows import made_mask, maf_flow, nvp_fl
 from taskset_lab.tasks.fixed import flows as fixed_flows
 from taskset_lab.tasks.registry import fixed_task_names, get_task, sample_task, sample_task_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 F64 = torch.float64
 FAMILIES = ["nvp_family", "maf_family"]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "taskset_reference" / "fixed_tasks.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the machine's cores are shared, and small ops only lose to threading."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:

@@ -29,19 +29,14 @@ from taskset_lab.tasks.families.taskset_conv import conv_stack_shapes, same_padd
 from taskset_lab.tasks.families.taskset_image import augment_images, hsv_to_rgb, random_crop, rgb_to_hsv
 from taskset_lab.tasks.registry import build_task, get_task, sample_task, sample_task_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 F64 = torch.float64
 IMAGE_FAMILIES = ["mlp_family", "conv_pooling_family", "conv_fc_family"]
 AUG = {"crop_amount": 2, "flip_left_right": True, "flip_up_down": True, "do_color_aug": True,
        "brightness": 0.1, "saturation": 0.5, "hue": 0.1, "contrast": 0.5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the machine's cores are shared, and tiny ops only lose to threading."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _small_batch(config: dict, bs: int = 4) -> dict:

@@ -20,17 +20,12 @@ from taskset_lab.tasks.context import StepContext, step_context
 from taskset_lab.tasks.families.taskset_mlp_ae import sonnet_default_weight
 from taskset_lab.tasks.registry import build_task, get_task, sample_task, sample_task_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 F64 = torch.float64
 FAMILIES = ["mlp_ae_family", "mlp_vae_family"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: the machine's cores are shared, and small ops only lose to threading."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _first_linear(module) -> torch.Tensor:

@@ -23,19 +23,14 @@ from taskset_lab.tasks.families.taskset_rnn_core import SonnetCore, tf_init
 from taskset_lab.tasks.registry import build_task, sample_task, sample_task_config
 from taskset_lab.tasks.released import released_config
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
+
 F64 = torch.float64
 RNN_FAMILIES = ("char_rnn_language_model_family", "word_rnn_language_model_family",
                 "rnn_text_classification_family")
 SMALL_VOCAB = 300  # subword vocabulary for tests (the real size is 8192)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # many tiny ops: a second intra-op thread only adds synchronisation on 2 shared cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

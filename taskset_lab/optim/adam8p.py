@@ -118,9 +118,13 @@ class Adam8pFamily(OptimizerFamily):
         m_hat = m / (1 - b1 ** t)
         v_hat = v / (1 - b2 ** t)
         direction = m_hat / (torch.sqrt(v_hat + V_HAT_FLOOR) + hp["eps"])
-        lr = taskset_decay_lr(t - 1, self.rescale(total_steps), hp["lr"], hp["linear_decay"],
-                              hp["exponential_decay"])
+        lr = self.scheduled_lr(step, hp, total_steps)
         return p - lr * direction, {"m": m, "v": v}
+
+    def scheduled_lr(self, step, hp, total_steps):
+        t = step.to(hp["lr"].dtype)
+        return taskset_decay_lr(t - 1, self.rescale(total_steps), hp["lr"], hp["linear_decay"],
+                                hp["exponential_decay"])
 
 
 class Adam6pFamily(Adam8pFamily):

@@ -85,6 +85,11 @@ class OptimizerFamily(ABC):
     def init_state(self, p: Tensor) -> dict[str, Tensor]:
         return {name: torch.zeros_like(p, dtype=compute_dtype(p.dtype)) for name in self.state_names}
 
+    def scheduled_lr(self, step: Tensor, hp: Mapping[str, Tensor], total_steps: int) -> Tensor:
+        """The learning rate update number ``step`` (1-based) applies; families with a
+        schedule override this with the schedule their ``update`` uses."""
+        return hp["lr"] * torch.ones_like(step, dtype=hp["lr"].dtype)
+
 
 def _as_compute(x: Tensor) -> Tensor:
     return x.to(compute_dtype(x.dtype))
@@ -106,8 +111,22 @@ class FamilyOptimizer(torch.optim.Optimizer):
         if int(total_steps) < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         self.family = family
-        defaults = dict(family.validate(hparams), total_steps=int(total_steps))
+        hp = family.validate(hparams)
+        # ``lr`` reports the rate the schedule applies at the current step (so Lightning's
+        # LearningRateMonitor shows the real schedule); the sampled rate is ``base_lr``
+        defaults = dict(hp, base_lr=hp["lr"], total_steps=int(total_steps))
         super().__init__(params, defaults)
+        for group in self.param_groups:
+            group.setdefault("base_lr", group["lr"])
+            group["lr"] = self._scheduled(group, torch.ones(()))
+
+    def _hparams(self, group: Mapping[str, Any], dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
+        return {k: torch.as_tensor(group["base_lr"] if k == "lr" else group[k], dtype=dtype, device=device)
+                for k in self.family.hparam_names}
+
+    def _scheduled(self, group: Mapping[str, Any], step: Tensor) -> float:
+        hp = self._hparams(group, torch.float64, torch.device("cpu"))
+        return float(self.family.scheduled_lr(step.detach().to("cpu", torch.float64), hp, group["total_steps"]))
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -116,6 +135,7 @@ class FamilyOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            last_step = None
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -125,8 +145,7 @@ class FamilyOptimizer(torch.optim.Optimizer):
                     state.update(self.family.init_state(p))
                 state["step"] += 1
                 cdt = compute_dtype(p.dtype)
-                hp = {k: torch.as_tensor(group[k], dtype=cdt, device=p.device)
-                      for k in self.family.hparam_names}
+                hp = self._hparams(group, cdt, p.device)
                 # a state loaded by load_state_dict comes back in the parameter dtype
                 inner = {k: state[k].to(cdt) for k in self.family.state_names}
                 new_p, new_state = self.family.update(_as_compute(p), _as_compute(p.grad), inner,
@@ -134,6 +153,9 @@ class FamilyOptimizer(torch.optim.Optimizer):
                 p.copy_(new_p)
                 for k, v in new_state.items():
                     state[k] = v
+                last_step = state["step"]
+            if last_step is not None:  # the rate of the next update, for schedulers' readers
+                group["lr"] = self._scheduled(group, last_step + 1)
         return loss
 
 

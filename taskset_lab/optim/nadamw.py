@@ -119,8 +119,7 @@ class NAdamWFamily(OptimizerFamily):
     def update(self, p, g, state, step, hp, total_steps):
         t = step.to(hp["lr"].dtype)
         b1, b2 = hp["beta1"], hp["beta2"]
-        lr = opt_list_cosine_lr(t - 1, total_steps, hp["lr"], hp["warmup_fraction"],
-                                hp["constant_fraction"], hp["min_lr_mult"])
+        lr = self.scheduled_lr(step, hp, total_steps)
         g = g - p * hp["l2_weight_decay"]
         m = state["m"] * b1 + (1 - b1) * g
         v = state["v"] * b2 + (1 - b2) * (g * g)
@@ -129,6 +128,11 @@ class NAdamWFamily(OptimizerFamily):
         delta = lr_t * numerator / (torch.sqrt(v) + hp["eps"])
         delta = delta + lr_t * hp["decoupled_weight_decay"] * p
         return p - delta, {"m": m, "v": v}
+
+    def scheduled_lr(self, step, hp, total_steps):
+        t = step.to(hp["lr"].dtype)
+        return opt_list_cosine_lr(t - 1, total_steps, hp["lr"], hp["warmup_fraction"],
+                                  hp["constant_fraction"], hp["min_lr_mult"])
 
 
 NADAMW = NAdamWFamily()

@@ -3,7 +3,7 @@ parameter counts derived by hand from TaskSet's code, TF 'SAME' conv/transposed-
 geometry, TaskSet's always-training BatchNorm, training in the population engine on the
 offline digits stand-in, and config-in-population == config-alone (BatchNorm, VAE noise).
 
-The names come from ../shared/taskset_reference/fixed_tasks.json (TaskSet's fixed task list,
+The names come from tests/data/taskset_reference/fixed_tasks.json (TaskSet's fixed task list,
 Apache 2.0, google-research/google-research task_set); the 35 names are copied below."""
 
 from __future__ import annotations

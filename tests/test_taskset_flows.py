@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
 F64 = torch.float64
 FAMILIES = ["nvp_family", "maf_family"]
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "taskset_reference" / "fixed_tasks.json"
+REFERENCE = Path(__file__).resolve().parent / "data" / "taskset_reference" / "fixed_tasks.json"  # Apache 2.0, see its README
 
 
 

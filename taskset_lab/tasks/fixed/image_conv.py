@@ -55,15 +55,14 @@ from taskset_lab.tasks.families.taskset_conv import same_padding
 from taskset_lab.tasks.families.taskset_image import (
     ImageInput,
     TasksetImageClassification,
-    image_task_data,
     nhwc_flatten,
 )
 from taskset_lab.tasks.families.taskset_rnn_core import TRUNC_STD, tf_init
+from taskset_lab.tasks.fixed.mlp import NUM_PER_VALID, fixed_image_data
 from taskset_lab.tasks.registry import fixed_task
 
 KIND = "FixedImageConv"
 KERNEL = 3
-NUM_PER_VALID = 3000  # get_image_datasets' default
 ACTS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "tanh": torch.tanh}
 
 #: initialiser names of the fixed conv tasks -> a function of (TF-layout shape, fan_in)
@@ -224,15 +223,6 @@ class FixedImageConvTask(TasksetImageClassification):
         return FixedConvNet(self.spec, self.image_shape, self.num_classes)
 
 
-def fixed_conv_image_data(dataset: str, batch_size: int, name: str, data_dir: str | None, download: bool,
-                          offline_data: str, num_per_valid: int = NUM_PER_VALID
-                          ) -> tuple[Any, tuple[int, int, int], int, str | None]:
-    """``get_image_datasets(dataset, batch_size, num_per_valid=...)`` of a fixed task: (data,
-    (C, H, W), classes, stand-in or None); the batch order is seeded by the task's name."""
-    config = {"name": name, "dataset": [dataset, {"bs": int(batch_size), "num_train": None}, None]}
-    return image_task_data(config, data_dir, download, offline_data, num_per_valid=int(num_per_valid))
-
-
 def _specs() -> list[FixedConvSpec]:
     S = FixedConvSpec
     c10 = "FixedImageConv_cifar10_"
@@ -277,7 +267,7 @@ SPECS: dict[str, FixedConvSpec] = {s.name: s for s in _specs()}
 
 def build_spec(spec: FixedConvSpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedImageConvTask:
-    data, shape, num_classes, substitute = fixed_conv_image_data(
+    data, shape, num_classes, substitute = fixed_image_data(
         spec.dataset, spec.batch_size, spec.name, data_dir, download, offline_data, spec.num_per_valid)
     task = FixedImageConvTask(spec, data, shape, num_classes)
     task.data_substitute = substitute

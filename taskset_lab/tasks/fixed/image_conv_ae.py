@@ -41,14 +41,13 @@ from taskset_lab.tasks.families.taskset_mlp_ae import PerExampleLossTask
 from taskset_lab.tasks.fixed.image_conv import (
     ACTS,
     KERNEL,
-    NUM_PER_VALID,
     ConvNet2D,
     FixedLinear,
     SameConv2d,
     conv_out_hw,
-    fixed_conv_image_data,
     init_weight,
 )
+from taskset_lab.tasks.fixed.mlp import fixed_image_data
 from taskset_lab.tasks.registry import fixed_task
 
 KIND = "FixedImageConvAE"
@@ -185,8 +184,8 @@ class FixedImageConvAETask(PerExampleLossTask):
 
 def build_spec(spec: FixedConvAESpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedImageConvAETask:
-    data, shape, _classes, substitute = fixed_conv_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
-                                                              download, offline_data, NUM_PER_VALID)
+    data, shape, _classes, substitute = fixed_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
+                                                         download, offline_data)
     task = FixedImageConvAETask(spec, data, shape)
     task.data_substitute = substitute
     return task

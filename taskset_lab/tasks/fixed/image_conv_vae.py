@@ -43,8 +43,8 @@ from taskset_lab.tasks.families.taskset_mlp_vae import (
     quantized_normal_log_prob,
     split_mu_log_sigma,
 )
-from taskset_lab.tasks.fixed.image_conv import NUM_PER_VALID, fixed_conv_image_data
 from taskset_lab.tasks.fixed.image_conv_ae import ConvDecoder, ConvEncoder
+from taskset_lab.tasks.fixed.mlp import fixed_image_data
 from taskset_lab.tasks.registry import fixed_task
 
 KIND = "FixedImageConvVAE"
@@ -110,8 +110,8 @@ class FixedImageConvVAETask(NegativeELBOTask):
 
 def build_spec(spec: FixedConvVAESpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedImageConvVAETask:
-    data, shape, _classes, substitute = fixed_conv_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
-                                                              download, offline_data, NUM_PER_VALID)
+    data, shape, _classes, substitute = fixed_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
+                                                         download, offline_data)
     task = FixedImageConvVAETask(spec, data, shape)
     task.data_substitute = substitute
     return task

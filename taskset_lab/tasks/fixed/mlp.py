@@ -45,11 +45,13 @@ ACTS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "tanh": torch.tan
 
 
 def fixed_image_data(dataset: str, batch_size: int, name: str, data_dir: str | None, download: bool,
-                     offline_data: str) -> tuple[Any, tuple[int, int, int], int, str | None]:
-    """``get_image_datasets(dataset, batch_size)`` of a fixed task: (data, (C, H, W), classes,
-    stand-in or None); the batch order is seeded by the task's name."""
+                     offline_data: str, num_per_valid: int = NUM_PER_VALID
+                     ) -> tuple[Any, tuple[int, int, int], int, str | None]:
+    """``get_image_datasets(dataset, batch_size, num_per_valid=...)`` of a fixed image task (MLP,
+    conv, AE, VAE, flow): (data, (C, H, W), classes, stand-in or None); the batch order is
+    seeded by the task's name."""
     config = {"name": name, "dataset": [dataset, {"bs": int(batch_size), "num_train": None}, None]}
-    return image_task_data(config, data_dir, download, offline_data, num_per_valid=NUM_PER_VALID)
+    return image_task_data(config, data_dir, download, offline_data, num_per_valid=int(num_per_valid))
 
 
 class AlwaysDropout(nn.Module):

@@ -114,19 +114,22 @@ class FamilyOptimizer(torch.optim.Optimizer):
         hp = family.validate(hparams)
         # ``lr`` reports the rate the schedule applies at the current step (so Lightning's
         # LearningRateMonitor shows the real schedule); the sampled rate is ``base_lr``
-        defaults = dict(hp, base_lr=hp["lr"], total_steps=int(total_steps))
+        # ``updates`` counts the group's steps on the host, so reporting the rate never reads
+        # the device step counter (no sync per step)
+        defaults = dict(hp, base_lr=hp["lr"], total_steps=int(total_steps), updates=0)
         super().__init__(params, defaults)
         for group in self.param_groups:
             group.setdefault("base_lr", group["lr"])
-            group["lr"] = self._scheduled(group, torch.ones(()))
+            group["lr"] = self._scheduled(group, group["updates"] + 1)
 
     def _hparams(self, group: Mapping[str, Any], dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
         return {k: torch.as_tensor(group["base_lr"] if k == "lr" else group[k], dtype=dtype, device=device)
                 for k in self.family.hparam_names}
 
-    def _scheduled(self, group: Mapping[str, Any], step: Tensor) -> float:
+    def _scheduled(self, group: Mapping[str, Any], step: int) -> float:
         hp = self._hparams(group, torch.float64, torch.device("cpu"))
-        return float(self.family.scheduled_lr(step.detach().to("cpu", torch.float64), hp, group["total_steps"]))
+        return float(self.family.scheduled_lr(torch.tensor(float(step), dtype=torch.float64), hp,
+                                              group["total_steps"]))
 
     @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
@@ -135,7 +138,7 @@ class FamilyOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            last_step = None
+            stepped = False
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -153,9 +156,10 @@ class FamilyOptimizer(torch.optim.Optimizer):
                 p.copy_(new_p)
                 for k, v in new_state.items():
                     state[k] = v
-                last_step = state["step"]
-            if last_step is not None:  # the rate of the next update, for schedulers' readers
-                group["lr"] = self._scheduled(group, last_step + 1)
+                stepped = True
+            if stepped:  # the rate of the next update, for schedulers' readers
+                group["updates"] = group.get("updates", 0) + 1
+                group["lr"] = self._scheduled(group, group["updates"] + 1)
         return loss
 
 

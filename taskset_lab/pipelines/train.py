@@ -128,6 +128,7 @@ def optimizer_hparams(factory: Any) -> dict[str, Any]:
     opt = factory([torch.nn.Parameter(torch.zeros(1))])
     values = dict(getattr(opt, "defaults", {}) or {})
     family = getattr(getattr(opt, "family", None), "name", None)
+    values.pop("updates", None)  # the optimizer's own step bookkeeping, not a hyperparameter
     out = {k: v for k, v in values.items() if isinstance(v, (bool, int, float, str))}
     out.update({k: str(v) for k, v in values.items() if isinstance(v, (tuple, list))})
     if family is not None:

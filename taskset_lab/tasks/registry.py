@@ -175,15 +175,9 @@ def sample_task(family: str, seed: int, overrides: Mapping[str, Any] | None = No
 def build_fixed_task(name: str, data_dir: str | None = None, download: bool = False,
                      offline_data: str = "error") -> Task:
     """Build fixed task ``name``; its builder is called with ``data_dir``, ``download`` and
-    ``offline_data`` (builders of tasks that generate their own data may ignore them)."""
-    import inspect
-
+    ``offline_data`` (builders of tasks that generate their own data ignore them)."""
     entry = FIXED_TASKS.get(name)
-    kwargs: dict[str, Any] = {"data_dir": data_dir, "download": download}
-    params = inspect.signature(entry.build).parameters
-    if "offline_data" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs["offline_data"] = offline_data
-    task = entry.build(**kwargs)
+    task = entry.build(data_dir=data_dir, download=download, offline_data=offline_data)
     task.family = entry.kind
     return _finish(task, name)
 

@@ -270,7 +270,7 @@ class SequenceTask(Task):
 
 def _register(spec: SequenceSpec) -> None:
     @fixed_task(spec.name, kind=spec.kind)
-    def build(data_dir: str | None = None, download: bool = False) -> Task:
+    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> Task:
         return SequenceTask(spec)
 
 

@@ -180,7 +180,7 @@ class TaskSetTwoD(Task):
 
 def _register(name: str) -> None:
     @fixed_task(name, kind="TwoD")
-    def build(data_dir: str | None = None, download: bool = False) -> Task:
+    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> Task:
         return TaskSetTwoD(name, SPECS[name])
 
 

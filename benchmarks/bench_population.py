@@ -12,11 +12,12 @@ on digits, a character GRU on pydoc text) it measures config-steps per second of
 
 With ``--compiled``, ``compiled``: the same population step through ``torch.compile``
 (:class:`taskset_lab.engine.compiled.CompiledStep`; compile time excluded, reported apart).
-With the optional ``bench`` extra (jax, optax) installed, the MLP cases also run ``jax``: the
-same MLP, initial parameters, batches and TF-Adam formula in JAX, ``jit(vmap(step))`` called
-per step and ``lax.scan`` over all steps, interleaved with ours in the same process (the JAX
-columns are left out when jax is not installed). ``--allocator`` measures the engine's
-``mallopt`` settings on vs off (one child process each, they cannot be undone in-process).
+With the optional ``bench`` extra (jax, optax) installed, the MLP, conv and rnn cases also run
+``jax`` (``jax_peers.py``): the same model, initial parameters, batches and TF-Adam formula in
+JAX, ``jit(vmap(step))`` called per step and ``lax.scan`` over all steps, interleaved with ours
+in the same process (the JAX columns are left out when jax is not installed, and for the other
+cases). ``--allocator`` measures the engine's ``mallopt`` settings on vs off (one child process
+each, they cannot be undone in-process).
 
 Each measurement is warmed up first, then sized to run for about ``--seconds``; ``--repeats``
 interleaved rounds, best of each kept. The FLOPs of
@@ -40,12 +41,14 @@ import warnings
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from taskset_lab.engine import train_population
 from taskset_lab.optim import ADAM4P
 from taskset_lab.tasks import SPLITS, Task, TensorData, build_task
 from taskset_lab.tasks.families.mlp import MLPTask
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # jax_peers.py, also when loaded by path
+from jax_peers import JaxPeer, jax_available, make_peer, max_param_diff  # noqa: E402
 
 CPU_KS = (1, 16, 64, 256)
 CUDA_KS = (1, 64, 256, 1024, 4096, 16384)
@@ -172,114 +175,6 @@ class CompiledRunner:
         return self.k * steps / run(steps)
 
 
-def jax_available() -> bool:
-    try:
-        import jax  # noqa: F401
-        import optax  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-class JaxPeer:
-    """The same MLP case in JAX: parameters copied from ``task.init_module(0)``, the same
-    batches (``task.data.batch("train", s)``), TF Adam (ε before the bias correction) with the
-    same K hparams. ``per_step``: ``jit(vmap(step))`` called once per step; ``scan``:
-    ``lax.scan`` of that step over all steps in one call. No divergence freeze (ours has it)."""
-
-    def __init__(self, task: Task, k: int, max_steps: int):
-        import jax
-        import jax.numpy as jnp
-        import numpy as np
-
-        module = task.init_module(0)
-        if type(module).__name__ != "MLP" or module.activation != "relu":
-            raise NotImplementedError("the JAX peer covers the relu MLP cases only")
-        self.k, self.jnp, self.jax = k, jnp, jax
-        layers = [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in module.layers]
-        self.params0 = [(jnp.broadcast_to(w, (k,) + w.shape), jnp.broadcast_to(b, (k,) + b.shape))
-                        for w, b in layers]
-        cfg = _configs(k)
-        self.hp = {n: jnp.asarray(np.array([c[n] for c in cfg], dtype=np.float32))
-                   for n in ("lr", "beta1", "beta2", "eps")}
-        from taskset_lab.tasks.nn import image_input
-
-        xs, ys = [], []
-        for s in range(max_steps):
-            x, y = task.data.batch("train", s)[:2]
-            xs.append(image_input(x, module.layers[0].weight, module.center).flatten(1).numpy())
-            ys.append(y.numpy())
-        self.xs, self.ys = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
-
-        def loss(params, x, y):
-            h = x
-            for w, b in params[:-1]:
-                h = jax.nn.relu(h @ w.T + b)
-            w, b = params[-1]
-            logits = h @ w.T + b
-            logp = jax.nn.log_softmax(logits)
-            return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
-
-        def step_one(params, m, v, t, hp, x, y):
-            value, grads = jax.value_and_grad(loss)(params, x, y)
-            lr_t = hp["lr"] * jnp.sqrt(1 - hp["beta2"] ** t) / (1 - hp["beta1"] ** t)
-            m = jax.tree_util.tree_map(lambda a, g: hp["beta1"] * a + (1 - hp["beta1"]) * g, m, grads)
-            v = jax.tree_util.tree_map(lambda a, g: hp["beta2"] * a + (1 - hp["beta2"]) * g * g, v, grads)
-            params = jax.tree_util.tree_map(lambda p, a, b: p - lr_t * a / (jnp.sqrt(b) + hp["eps"]),
-                                            params, m, v)
-            return params, m, v, value
-
-        vstep = jax.vmap(step_one, in_axes=(0, 0, 0, None, 0, None, None))
-        self.step = jax.jit(vstep)
-
-        def scan(params, m, v, xs, ys):
-            def body(carry, inp):
-                p, a, b, t = carry
-                p, a, b, value = vstep(p, a, b, t, self.hp, inp[0], inp[1])
-                return (p, a, b, t + 1.0), value
-            (p, a, b, _), values = jax.lax.scan(body, (params, m, v, jnp.float32(1.0)), (xs, ys))
-            return p, values
-
-        self.scan = jax.jit(scan)
-
-    def _zeros(self):
-        return self.jax.tree_util.tree_map(self.jnp.zeros_like, self.params0)
-
-    def run_per_step(self, steps: int) -> tuple[float, Any]:
-        params, m, v = self.params0, self._zeros(), self._zeros()
-        start = time.perf_counter()
-        for s in range(steps):
-            params, m, v, _ = self.step(params, m, v, self.jnp.float32(s + 1), self.hp, self.xs[s], self.ys[s])
-        self.jax.block_until_ready(params)
-        return time.perf_counter() - start, params
-
-    def run_scan(self, steps: int) -> tuple[float, Any]:
-        xs, ys = self.xs[:steps], self.ys[:steps]
-        self.jax.block_until_ready(self.scan(self.params0, self._zeros(), self._zeros(), xs, ys))  # compile
-        start = time.perf_counter()
-        params, _ = self.jax.block_until_ready(self.scan(self.params0, self._zeros(), self._zeros(), xs, ys))
-        return time.perf_counter() - start, params
-
-
-def jax_max_param_diff(task: Task, peer: JaxPeer, steps: int) -> float:
-    """Largest |ours - JAX| over all parameters after ``steps`` steps (float32; the check
-    that the peer trains the same thing)."""
-    import numpy as np
-
-    from taskset_lab.engine.population import Population
-
-    pop = Population(task, ADAM4P, _configs(peer.k), steps, eval_batches=1)
-    state = pop.evaluate(pop.init())[1]
-    for _ in range(steps):
-        state = pop.step(state)
-    _, params = peer.run_per_step(steps)
-    diff = 0.0
-    for i, (w, b) in enumerate(params):
-        diff = max(diff, float(np.abs(np.asarray(w) - state.params[f"layers.{i}.weight"].numpy()).max()),
-                   float(np.abs(np.asarray(b) - state.params[f"layers.{i}.bias"].numpy()).max()))
-    return diff
-
-
 def sequential_rate(task: Task, device: str, seconds: float, quick: bool) -> float:
     """Config-steps/s of one config trained the plain way."""
     task = task.to(device, torch.float32)
@@ -376,7 +271,8 @@ def matmul_peak(device: str, quick: bool) -> float:
     return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
 
 
-JAX_MAX_STEPS = {"small_mlp": 300, "medium_mlp": 20}
+# cases with a JAX peer and the steps it pre-stages (the longest per-step run, the scan's length)
+JAX_MAX_STEPS = {"small_mlp": 300, "medium_mlp": 20, "conv": 50, "rnn": 30}
 
 
 def _best(d: dict[str, float], key: str, value: float) -> None:
@@ -396,6 +292,7 @@ def run_case(name: str, device: str, ks: tuple[int, ...], seconds: float, quick:
     use_jax = use_jax and name in JAX_MAX_STEPS and device == "cpu"
     runners: dict[int, CompiledRunner] = {}
     peers: dict[int, JaxPeer] = {}
+    scan_steps: dict[int, int] = {}
     for rnd in range(repeats):
         for k in ks:
             try:
@@ -415,14 +312,14 @@ def run_case(name: str, device: str, ks: tuple[int, ...], seconds: float, quick:
                 line += f"  compiled {comp_by_k[str(k)]:10.0f}"
             if use_jax:
                 if k not in peers:
-                    peers[k] = JaxPeer(task, k, 5 if quick else JAX_MAX_STEPS[name])
+                    peers[k] = make_peer(task, _configs(k), 5 if quick else JAX_MAX_STEPS[name])
                     peers[k].run_per_step(2)  # compile
-                    jax_diff[str(k)] = jax_max_param_diff(task, peers[k], 3)
+                    jax_diff[str(k)] = max_param_diff(task, peers[k], 3)
                 peer = peers[k]
                 per = peer.run_per_step(3)[0] / 3
                 n = min(len(peer.xs), 3 if quick else _sized_steps(per, seconds, 5, 100000))
                 _best(jax_step, str(k), k * n / peer.run_per_step(n)[0])
-                n_scan = len(peer.xs)  # one length, one compile
+                n_scan = scan_steps.setdefault(k, n)  # one length per K: one compile
                 _best(jax_scan, str(k), k * n_scan / peer.run_scan(n_scan)[0])
                 line += f"  jax per-step {jax_step[str(k)]:10.0f}  jax scan {jax_scan[str(k)]:10.0f}"
             log(line + " cfg-steps/s")

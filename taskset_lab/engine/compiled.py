@@ -196,6 +196,9 @@ class CompiledStep:
         pop = self.pop
         if not self.compiled:
             return pop.step(state)
+        # the compiled step returns fresh tensors; start it from contiguous ones of its own so
+        # the graph is traced once for one set of strides
+        state = state.unflattened()
         s = state.step
         batch = pop.task.data.batch("train", s)
         noise = pop._stacked_noise(batch, True, s)

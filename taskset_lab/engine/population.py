@@ -21,8 +21,11 @@ step 0, a config diverges at the first step where a loss it produces is NaN/inf 
 ``bound = L0 + divergence_factor * max(|L0|, 1e-12)``. Checked are the training minibatch
 loss of every step ``s`` (loss of the parameters before update ``s + 1``) and the train
 evaluation of every eval step. A diverged config is frozen (its parameters, optimizer
-state and task state stop changing; ``torch.where``, so nothing else is touched) and every evaluation at
-or after its divergence step is reported as NaN. The check is tensor arithmetic: the step
+state and task state stop changing; nothing else is touched) and every evaluation at
+or after its divergence step is reported as NaN. With the flat in-place update
+(:meth:`BatchedOptimizer.step_flat_`) the freeze is a zeroed gradient row plus the family's
+frozen coefficients (rate 0, β 1), which leave finite parameters and moments exactly as they
+were; otherwise it is a ``torch.where`` per tensor. The check is tensor arithmetic: the step
 loop never synchronises with the host.
 """
 
@@ -40,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from taskset_lab.optim.base import BatchedOptimizer, OptimizerFamily
+from taskset_lab.optim.base import BatchedOptimizer, FlatBuffers, OptimizerFamily, compute_dtype
 from taskset_lab.tasks.base import SPLITS, Batch, Task, eval_key, state_names
 from taskset_lab.tasks.context import StepContext, step_context
 
@@ -198,6 +201,18 @@ class PopulationState:
     diverged: Tensor
     diverged_step: Tensor
     bound: Tensor
+    #: the flat ``[K, P]`` buffers ``params`` and ``opt_state`` are views of, when the step
+    #: updates them in place (the eager engine with an in-place optimizer family); ``None``
+    #: when they are separate tensors (the compiled step, families with only ``update``)
+    flat: FlatBuffers | None = None
+
+    def unflattened(self) -> "PopulationState":
+        """The same state with contiguous per-name tensors of its own (``flat = None``)."""
+        if self.flat is None:
+            return self
+        return dataclasses.replace(
+            self, params={n: p.clone() for n, p in self.params.items()},
+            opt_state={n: {k: v.clone() for k, v in st.items()} for n, st in self.opt_state.items()}, flat=None)
 
 
 class Population:
@@ -268,22 +283,41 @@ class Population:
         return {name: torch.stack([d[name] for d in draws]) for name in spec}
 
     # -- the API ---------------------------------------------------------------------------------
-    def init(self) -> PopulationState:
-        """Every config at the replica's initial parameters, fresh optimizer state, step 0."""
+    @property
+    def fused(self) -> bool:
+        """Whether :meth:`init` lays the population out flat for the in-place update: the
+        family has the in-place form and the parameters are in their compute dtype (bf16/fp16
+        parameters take the per-tensor path, which updates in float32 and rounds back)."""
+        return self.opt.family.fused and compute_dtype(self.dtype) == self.dtype
+
+    def init(self, flat: bool | None = None) -> PopulationState:
+        """Every config at the replica's initial parameters, fresh optimizer state, step 0.
+        ``flat`` (default :attr:`fused`) lays parameters and optimizer state out as views of
+        ``[K, P]`` buffers that :meth:`step` then updates in place."""
         k = self.k
-        params = {n: p.detach().unsqueeze(0).expand((k,) + p.shape).clone()
-                  for n, p in self.module.named_parameters()}
+        flat = self.fused if flat is None else bool(flat) and self.fused
+        named = dict(self.module.named_parameters())
+        buffers = FlatBuffers.stack(named, k, self.family.state_names) if flat else None
+        if buffers is not None:
+            params, opt_state = buffers.views(buffers.params), buffers.opt_state()
+        else:
+            params = {n: p.detach().unsqueeze(0).expand((k,) + p.shape).clone() for n, p in named.items()}
+            opt_state = self.opt.init(params)
         task_state = {n: b.detach().unsqueeze(0).expand((k,) + b.shape).clone() for n, b in self._state0.items()}
         return PopulationState(
-            step=0, params=params, opt_state=self.opt.init(params), task_state=task_state,
+            step=0, params=params, opt_state=opt_state, task_state=task_state,
             diverged=torch.zeros(k, dtype=torch.bool, device=self.device),
             diverged_step=torch.full((k,), -1, dtype=torch.long, device=self.device),
-            bound=torch.zeros(k, dtype=self.dtype, device=self.device))
+            bound=torch.zeros(k, dtype=self.dtype, device=self.device), flat=buffers)
 
     def step(self, state: PopulationState) -> PopulationState:
         """One training step on ``batch("train", state.step)``: gradients of all K, the batched
         update, and the divergence freeze (a config whose minibatch loss is bad keeps its
-        parameters, optimizer state and task state). No host synchronisation."""
+        parameters, optimizer state and task state). No host synchronisation.
+
+        A flat state (``state.flat``, from :meth:`init`) is updated in place and returned
+        with the step advanced; clone it (:meth:`PopulationState.unflattened`) to keep the
+        old one. Other states are left as they are."""
         s = state.step
         batch = self.task.data.batch("train", s)
         noise = self._stacked_noise(batch, True, s)
@@ -292,11 +326,15 @@ class Population:
         dstep = torch.where(bad & ~state.diverged, s, state.diverged_step)
         diverged = state.diverged | bad
         with torch.no_grad():
+            task_state = {n: _where_k(diverged, state.task_state[n], v) for n, v in new_task_state.items()}
+            if state.flat is not None:
+                self.opt.step_flat_(state.flat, grads, ~diverged)
+                return dataclasses.replace(state, step=s + 1, task_state=task_state, diverged=diverged,
+                                           diverged_step=dstep)
             new_params, new_opt = self.opt.step(state.params, grads, state.opt_state)
             params = {n: _where_k(diverged, state.params[n], new_params[n]) for n in state.params}
             opt_state = {n: {key: _where_k(diverged, state.opt_state[n][key], v) for key, v in st.items()}
                          for n, st in new_opt.items()}
-            task_state = {n: _where_k(diverged, state.task_state[n], v) for n, v in new_task_state.items()}
         return PopulationState(s + 1, params, opt_state, task_state, diverged, dstep, state.bound)
 
     def evaluate(self, state: PopulationState) -> tuple[Tensor, PopulationState]:

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from taskset_lab.optim.adam8p import ADAM6P, ADAM8P, Adam6p, Adam8p  # noqa: F401 (re-exported)
-from taskset_lab.optim.base import FamilyOptimizer, HParams, OptimizerFamily
+from taskset_lab.optim.base import FamilyOptimizer, HParams, OptimizerFamily, gate
 from taskset_lab.optim.sampling import check_range, family_rng, log_uniform
 
 #: TF's AdamOptimizer defaults, adam1p's fixed values
@@ -71,15 +71,22 @@ class Adam4pFamily(OptimizerFamily):
             check_range(self.name, "eps", hp["eps"], low=0.0, low_open=True)
         return hp
 
-    def update(self, p, g, state, step, hp, total_steps):
-        t = step.to(hp["lr"].dtype)
-        b1 = hp.get("beta1", TF_ADAM_DEFAULTS["beta1"])
-        b2 = hp.get("beta2", TF_ADAM_DEFAULTS["beta2"])
-        eps = hp.get("eps", TF_ADAM_DEFAULTS["eps"])
-        m = b1 * state["m"] + (1.0 - b1) * g
-        v = b2 * state["v"] + (1.0 - b2) * (g * g)
-        lr_t = hp["lr"] * torch.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        return p - lr_t * m / (torch.sqrt(v) + eps), {"m": m, "v": v}
+    def coefficients(self, step, hp, total_steps, alive=None):
+        lr = hp["lr"]
+        t = step.to(lr.dtype)
+        b1, b2, eps = (hp[n] if n in hp else torch.full_like(lr, TF_ADAM_DEFAULTS[n]) for n in ("beta1", "beta2", "eps"))
+        lr_t = lr * torch.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        return {"b1": gate(alive, b1, 1.0), "1-b1": gate(alive, 1.0 - b1, 0.0), "b2": gate(alive, b2, 1.0),
+                "1-b2": gate(alive, 1.0 - b2, 0.0), "-lr_t": gate(alive, -lr_t, 0.0), "eps": eps}
+
+    def update_(self, p, g, state, c):
+        m, v = state["m"], state["v"]
+        m.mul_(c["b1"]).addcmul_(g, c["1-b1"])
+        g.mul_(g)
+        v.mul_(c["b2"]).addcmul_(g, c["1-b2"])
+        torch.sqrt(v, out=g).add_(c["eps"])
+        torch.div(m, g, out=g)
+        p.addcmul_(g, c["-lr_t"])
 
 
 class Adam1pFamily(Adam4pFamily):

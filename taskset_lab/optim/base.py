@@ -7,6 +7,16 @@ or as tensors of shape ``[K, 1, ..., 1]`` broadcasting over stacked parameters
 ``[K, *shape]`` (a population, through :class:`BatchedOptimizer`). Because both front ends
 run the very same arithmetic, config k of a population follows the one-config trajectory.
 
+A family writes its update once, in one of two forms. The *pure* form is ``update``. The
+*in-place* form splits it in two: ``coefficients(step, hp, total_steps)`` computes the
+per-config numbers of one step (rates, bias corrections, β's), and ``update_(p, g, state, c)``
+applies them to the tensors in place, a few passes over memory and no temporaries. A family
+with the in-place form gets ``update`` for free (clone, then ``update_``), so every front end
+still runs the same arithmetic; the population engine uses the in-place form directly on its
+flat ``[K, P]`` buffers (:meth:`BatchedOptimizer.step_flat_`), where a diverged config is
+frozen through its coefficients (``coefficients(..., alive=...)``: zero rates, β = 1) and a
+zeroed gradient instead of extra passes over the parameters.
+
 Precision: the update runs in the *compute dtype* of the parameters (float64 for float64
 parameters, float32 otherwise, so bf16/fp16 parameters are updated in float32 and rounded
 back); hyperparameters and the moment states are kept in that dtype. The step counter is a
@@ -17,6 +27,7 @@ counts exactly up to 2**24 steps.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import torch
@@ -71,7 +82,6 @@ class OptimizerFamily(ABC):
         """A released config's hparams under our names (raises ``KeyError`` on a missing key)."""
         return {ours: released[theirs] for ours, theirs in self.released_keys.items()}
 
-    @abstractmethod
     def update(self, p: Tensor, g: Tensor, state: dict[str, Tensor], step: Tensor,
                hp: Mapping[str, Tensor], total_steps: int) -> tuple[Tensor, dict[str, Tensor]]:
         """One step for one parameter tensor. Pure: returns ``(new_p, new_state)``.
@@ -79,8 +89,32 @@ class OptimizerFamily(ABC):
         ``step`` is the 1-based count of this update (a float32 tensor broadcastable with
         ``p``); ``p``, ``g``, the state and the ``hp`` values share the compute dtype and
         broadcast against each other; ``total_steps`` is the run length the schedule is
-        defined over.
+        defined over. Families with the in-place form need not override this: it clones and
+        calls ``update_``; others must.
         """
+        if not self.fused:
+            raise NotImplementedError(f"optimizer family {self.name!r} defines neither update nor update_")
+        new_p, new_g = p.clone(), g.clone()
+        new_state = {k: v.clone() for k, v in state.items()}
+        self.update_(new_p, new_g, new_state, self.coefficients(step, hp, total_steps))
+        return new_p, new_state
+
+    @property
+    def fused(self) -> bool:
+        """Whether the family has the in-place form (``coefficients`` + ``update_``)."""
+        return type(self).update_ is not OptimizerFamily.update_
+
+    def coefficients(self, step: Tensor, hp: Mapping[str, Tensor], total_steps: int,
+                     alive: Tensor | None = None) -> dict[str, Tensor]:
+        """The per-config numbers ``update_`` applies at update number ``step`` (shaped like
+        the ``hp`` values). With ``alive`` (bool, same shape), configs where it is False get
+        the coefficients that leave parameters and state unchanged for a zero gradient."""
+        raise NotImplementedError
+
+    def update_(self, p: Tensor, g: Tensor, state: dict[str, Tensor], c: Mapping[str, Tensor]) -> None:
+        """The in-place form: update ``p`` and ``state`` with the coefficients ``c``; ``g``
+        is scratch (overwritten)."""
+        raise NotImplementedError
 
     def init_state(self, p: Tensor) -> dict[str, Tensor]:
         return {name: torch.zeros_like(p, dtype=compute_dtype(p.dtype)) for name in self.state_names}
@@ -89,6 +123,12 @@ class OptimizerFamily(ABC):
         """The learning rate update number ``step`` (1-based) applies; families with a
         schedule override this with the schedule their ``update`` uses."""
         return hp["lr"] * torch.ones_like(step, dtype=hp["lr"].dtype)
+
+
+def gate(alive: Tensor | None, value: Tensor, frozen: float) -> Tensor:
+    """``value`` where ``alive``, else ``frozen`` (for ``coefficients``: ``alive=None`` keeps
+    ``value`` as it is)."""
+    return value if alive is None else torch.where(alive, value, frozen)
 
 
 def _as_compute(x: Tensor) -> Tensor:
@@ -201,6 +241,21 @@ class BatchedOptimizer:
         view = (self.num_configs,) + (1,) * (p.dim() - 1)
         return {k: v.to(compute_dtype(p.dtype)).view(view) for k, v in self.hparams.items()}
 
+    def step_flat_(self, flat: "FlatBuffers", grads: Mapping[str, Tensor], alive: Tensor) -> None:
+        """One in-place update of a population laid out flat (:class:`FlatBuffers`): the
+        gradients are copied into the flat gradient buffer with the diverged configs' rows
+        zeroed (the copy is needed anyway, so the freeze costs no extra pass), the family's
+        coefficients are computed once for all parameters (frozen where ``alive`` is False),
+        and ``update_`` runs once over ``[K, P]``. Needs a family with the in-place form."""
+        k = self.num_configs
+        keep, zero = alive.view(k, 1), flat.grad.new_zeros(())
+        for name, offset, numel, _shape in flat.layout:
+            torch.where(keep, grads[name].reshape(k, numel), zero, out=flat.grad[:, offset:offset + numel])
+        flat.step.add_(1)
+        hp = {name: v.view(k, 1) for name, v in self.hparams.items()}
+        c = self.family.coefficients(flat.step, hp, self.total_steps, alive=keep)
+        self.family.update_(flat.params, flat.grad, flat.state, c)
+
     def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor],
              state: dict[str, dict[str, Tensor]]) -> tuple[dict[str, Tensor], dict]:
         new_params: dict[str, Tensor] = {}
@@ -214,3 +269,43 @@ class BatchedOptimizer:
             new_params[name] = new_p.to(p.dtype)
             new_state[name] = dict(upd, step=step)
         return new_params, new_state
+
+
+@dataclass
+class FlatBuffers:
+    """A population's parameters, gradient scratch and optimizer state as ``[K, P]`` buffers
+    (``P`` = parameters of one config, in ``layout`` order: name, offset, size, shape); the
+    per-name ``[K, *shape]`` tensors the engine hands to the model are views into them, so
+    one in-place update over ``[K, P]`` updates them all. ``step`` is the shared counter."""
+
+    params: Tensor
+    grad: Tensor
+    state: dict[str, Tensor]
+    step: Tensor
+    layout: list[tuple[str, int, int, torch.Size]]
+
+    @classmethod
+    def stack(cls, params: Mapping[str, Tensor], num_configs: int, state_names: Iterable[str]) -> "FlatBuffers":
+        """``num_configs`` copies of ``params`` (unstacked tensors), zero state."""
+        layout, offset = [], 0
+        for name, p in params.items():
+            layout.append((name, offset, p.numel(), p.shape))
+            offset += p.numel()
+        first = next(iter(params.values()))
+        flat = torch.empty((num_configs, offset), dtype=first.dtype, device=first.device)
+        for name, off, numel, _ in layout:
+            flat[:, off:off + numel].copy_(params[name].detach().reshape(1, numel).expand(num_configs, numel))
+        return cls(params=flat, grad=torch.empty_like(flat),
+                   state={n: torch.zeros_like(flat) for n in state_names},
+                   step=torch.zeros((), dtype=STEP_DTYPE, device=flat.device), layout=layout)
+
+    def views(self, flat: Tensor) -> dict[str, Tensor]:
+        """``flat`` ([K, P]) as a dict of ``[K, *shape]`` views, one per parameter."""
+        k = flat.shape[0]
+        return {name: flat[:, off:off + numel].view((k,) + tuple(shape)) for name, off, numel, shape in self.layout}
+
+    def opt_state(self) -> dict[str, dict[str, Tensor]]:
+        """The optimizer state in :class:`BatchedOptimizer`'s per-parameter form (views)."""
+        per_state = {n: self.views(v) for n, v in self.state.items()}
+        return {name: {**{n: per_state[n][name] for n in self.state}, "step": self.step}
+                for name, *_ in self.layout}

@@ -1,0 +1,258 @@
+"""JAX peers of ``bench_population.py``'s cases: the same model, in JAX, the way users who
+want many small training runs write it (``jit(vmap(step))``, ``lax.scan`` over steps).
+
+A peer copies its initial parameters from ``task.init_module(0)`` (keyed by our parameter
+names), takes the same batches (``task.data.batch("train", s)``) and the same K hparams, and
+updates with the same TF-Adam formula (ε before the bias correction), all in float32, so its
+parameters after a few steps match the population engine's (:func:`max_param_diff`). It has
+no divergence freeze (ours has). Covered: the MLP (``lab_mlp``), the conv net
+(``lab_conv_pooling``) and the character RNN (``lab_char_rnn_language_model``) modules.
+
+jax is imported lazily (by the peers' constructors): ``bench_population.py`` sets
+``XLA_FLAGS`` for ``--threads 1`` before the first import.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from taskset_lab.optim import ADAM4P
+from taskset_lab.tasks import Task
+from taskset_lab.tasks.families.char_rnn import CharRNN
+from taskset_lab.tasks.families.conv_pooling import ConvPooling
+from taskset_lab.tasks.families.mlp import MLP
+from taskset_lab.tasks.nn import image_input
+
+Params = dict[str, Any]
+Loss = Callable[[Params, Any, Any], Any]
+
+
+def jax_available() -> bool:
+    """Whether the optional ``bench`` extra (jax, optax) is installed."""
+    try:
+        import jax  # noqa: F401
+        import optax  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _activation(name: str) -> Callable[[Any], Any]:
+    """The JAX twin of ``taskset_lab.tasks.nn.ACTIVATIONS[name]``."""
+    import jax
+    import jax.numpy as jnp
+
+    table = {"relu": jax.nn.relu, "tanh": jnp.tanh, "cos": jnp.cos, "elu": jax.nn.elu,
+             "sigmoid": jax.nn.sigmoid, "swish": jax.nn.silu,
+             "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.2)}
+    return table[name]
+
+
+def _cross_entropy(logits: Any, labels: Any) -> Any:
+    """Mean cross-entropy over all rows (``F.cross_entropy``'s default reduction)."""
+    import jax
+    import jax.numpy as jnp
+
+    logp = jax.nn.log_softmax(logits)
+    return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=1))
+
+
+def _linear(x: Any, p: Params, name: str) -> Any:
+    return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
+
+
+class JaxPeer:
+    """K configs of one case in JAX. Subclasses say how the module computes its loss
+    (:meth:`make_loss`) and what it is fed (:meth:`inputs`). ``per_step``: ``jit(vmap(step))``
+    called once per step; ``scan``: ``lax.scan`` of that step over all steps in one call."""
+
+    module_type: type[nn.Module]
+
+    def __init__(self, task: Task, configs: Sequence[Mapping[str, float]], max_steps: int):
+        import jax
+        import jax.numpy as jnp
+
+        module = task.init_module(0)
+        if not isinstance(module, self.module_type):
+            raise NotImplementedError(f"{type(self).__name__} covers {self.module_type.__name__} only")
+        k = len(configs)
+        self.k, self.configs, self.jnp, self.jax = k, list(configs), jnp, jax
+        self.params0 = {name: jnp.broadcast_to(p.detach().numpy(), (k,) + tuple(p.shape))
+                        for name, p in module.named_parameters()}
+        self.hp = {n: jnp.asarray(np.array([c[n] for c in configs], dtype=np.float32))
+                   for n in ("lr", "beta1", "beta2", "eps")}
+        loss = self.make_loss(module)
+        xs, ys = zip(*(self.inputs(module, task.data.batch("train", s)) for s in range(max_steps)))
+        self.xs, self.ys = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
+
+        def step_one(params, m, v, t, hp, x, y):
+            value, grads = jax.value_and_grad(loss)(params, x, y)
+            lr_t = hp["lr"] * jnp.sqrt(1 - hp["beta2"] ** t) / (1 - hp["beta1"] ** t)
+            m = jax.tree_util.tree_map(lambda a, g: hp["beta1"] * a + (1 - hp["beta1"]) * g, m, grads)
+            v = jax.tree_util.tree_map(lambda a, g: hp["beta2"] * a + (1 - hp["beta2"]) * g * g, v, grads)
+            params = jax.tree_util.tree_map(lambda p, a, b: p - lr_t * a / (jnp.sqrt(b) + hp["eps"]),
+                                            params, m, v)
+            return params, m, v, value
+
+        vstep = jax.vmap(step_one, in_axes=(0, 0, 0, None, 0, None, None))
+        self.step = jax.jit(vstep)
+
+        def scan(params, m, v, xs, ys):
+            def body(carry, inp):
+                p, a, b, t = carry
+                p, a, b, value = vstep(p, a, b, t, self.hp, inp[0], inp[1])
+                return (p, a, b, t + 1.0), value
+            (p, a, b, _), values = jax.lax.scan(body, (params, m, v, jnp.float32(1.0)), (xs, ys))
+            return p, values
+
+        self.scan = jax.jit(scan)
+        self._scans: dict[int, Any] = {}
+
+    def inputs(self, module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(x, labels)`` of one batch as numpy arrays (float32 / int32)."""
+        raise NotImplementedError
+
+    def make_loss(self, module: nn.Module) -> Loss:
+        """``loss(params, x, labels)`` of one config, params keyed by our parameter names."""
+        raise NotImplementedError
+
+    def _zeros(self) -> Params:
+        return self.jax.tree_util.tree_map(self.jnp.zeros_like, self.params0)
+
+    def run_per_step(self, steps: int) -> tuple[float, Params]:
+        params, m, v = self.params0, self._zeros(), self._zeros()
+        start = time.perf_counter()
+        for s in range(steps):
+            params, m, v, _ = self.step(params, m, v, self.jnp.float32(s + 1), self.hp, self.xs[s], self.ys[s])
+        self.jax.block_until_ready(params)
+        return time.perf_counter() - start, params
+
+    def run_scan(self, steps: int) -> tuple[float, Params]:
+        """Seconds of one ``lax.scan`` over ``steps`` steps (compiled ahead, once per length,
+        and not timed) and the parameters it ends with."""
+        args = (self.params0, self._zeros(), self._zeros(), self.xs[:steps], self.ys[:steps])
+        if steps not in self._scans:
+            self._scans[steps] = self.scan.lower(*args).compile()
+        start = time.perf_counter()
+        params, _ = self.jax.block_until_ready(self._scans[steps](*args))
+        return time.perf_counter() - start, params
+
+
+class _ImagePeer(JaxPeer):
+    """Image classifiers: images through ``image_input`` (scaling, centering), integer labels."""
+
+    def inputs(self, module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
+        like = next(module.parameters())
+        return image_input(batch[0], like, module.center).numpy(), batch[1].numpy().astype(np.int32)
+
+
+class MLPPeer(_ImagePeer):
+    """``lab_mlp``: linear layers with the activation between them."""
+
+    module_type = MLP
+
+    def make_loss(self, module: nn.Module) -> Loss:
+        act, n = _activation(module.activation), len(module.layers)
+
+        def loss(p, x, y):
+            h = x.reshape(x.shape[0], -1)
+            for i in range(n - 1):
+                h = act(_linear(h, p, f"layers.{i}"))
+            return _cross_entropy(_linear(h, p, f"layers.{n - 1}"), y)
+        return loss
+
+
+class ConvPeer(_ImagePeer):
+    """``lab_conv_pooling``: 3x3 convolutions (NCHW / OIHW, PyTorch's layouts) padded like
+    ours (``same`` pads 1 on every side, also at stride 2, unlike TF's asymmetric SAME),
+    global mean or max pooling, a linear head."""
+
+    module_type = ConvPooling
+
+    def make_loss(self, module: nn.Module) -> Loss:
+        import jax
+
+        act = _activation(module.activation)
+        layers = [(f"convs.{i}", conv.stride, conv.padding) for i, conv in enumerate(module.convs)]
+        pooling = module.pooling
+
+        def loss(p, x, y):
+            h = x
+            for name, stride, pad in layers:
+                h = jax.lax.conv_general_dilated(h, p[f"{name}.weight"], stride, [(q, q) for q in pad],
+                                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+                h = act(h + p[f"{name}.bias"][:, None, None])
+            h = h.mean(axis=(-2, -1)) if pooling == "mean" else h.max(axis=(-2, -1))
+            return _cross_entropy(_linear(h, p, "head"), y)
+        return loss
+
+
+class CharRNNPeer(JaxPeer):
+    """``lab_char_rnn_language_model`` with the GRU core: embedding lookup, the input
+    projection of all steps in one matmul, ``lax.scan`` of ``RecurrentCore``'s GRU cell (its
+    gate layout r, z, n and formula) over time from a zero state, a linear readout; mean
+    cross-entropy over batch and time."""
+
+    module_type = CharRNN
+
+    def inputs(self, module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
+        return batch[0].numpy().astype(np.int32), batch[1].numpy().astype(np.int32)
+
+    def make_loss(self, module: nn.Module) -> Loss:
+        import jax
+        import jax.numpy as jnp
+
+        if module.core.kind != "gru":
+            raise NotImplementedError(f"CharRNNPeer covers the GRU core only, not {module.core.kind!r}")
+        hidden, sig = module.core.hidden_size, jax.nn.sigmoid
+
+        def loss(p, tokens, targets):
+            w_h = p["core.w_h"]
+
+            def gru(h, x_t):
+                xr, xz, xn = jnp.split(x_t, 3, axis=-1)
+                hr, hz, hn = jnp.split(h @ w_h.T, 3, axis=-1)
+                r, z = sig(xr + hr), sig(xz + hz)
+                h = (1.0 - z) * jnp.tanh(xn + r * hn) + z * h
+                return h, h
+
+            proj = p["embed"][tokens] @ p["core.w_in"].T + p["core.bias"]  # [B, T, 3H]
+            h0 = jnp.zeros((tokens.shape[0], hidden), proj.dtype)
+            _, hs = jax.lax.scan(gru, h0, jnp.swapaxes(proj, 0, 1))  # hs [T, B, H]
+            logits = _linear(hs, p, "readout")
+            return _cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.T.reshape(-1))
+        return loss
+
+
+PEERS: tuple[type[JaxPeer], ...] = (MLPPeer, ConvPeer, CharRNNPeer)
+
+
+def make_peer(task: Task, configs: Sequence[Mapping[str, float]], max_steps: int) -> JaxPeer:
+    """The peer of ``task``'s module (NotImplementedError for modules without one)."""
+    module_cls = type(task.init_module(0))
+    for peer in PEERS:
+        if issubclass(module_cls, peer.module_type):
+            return peer(task, configs, max_steps)
+    raise NotImplementedError(f"no JAX peer for {module_cls.__name__}")
+
+
+def max_param_diff(task: Task, peer: JaxPeer, steps: int) -> float:
+    """Largest |ours - JAX| over every parameter (matched by our parameter names) after
+    ``steps`` steps of the population engine (adam4p, the peer's configs) and of the peer
+    (per step): the check that the peer trains the same thing."""
+    from taskset_lab.engine.population import Population
+
+    pop = Population(task, ADAM4P, peer.configs, steps, eval_batches=1)
+    state = pop.evaluate(pop.init())[1]
+    for _ in range(steps):
+        state = pop.step(state)
+    _, params = peer.run_per_step(steps)
+    if set(params) != set(state.params):
+        raise AssertionError(f"peer parameters {sorted(params)} != ours {sorted(state.params)}")
+    return max(float(np.abs(np.asarray(value) - state.params[name].numpy()).max())
+               for name, value in params.items())

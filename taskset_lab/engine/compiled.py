@@ -114,8 +114,10 @@ def compile_available(device: torch.device) -> bool:
 
 def _step_core(pop: Any, params: dict[str, Tensor], opt_state: dict, task_state: dict[str, Tensor],
                diverged: Tensor, diverged_step: Tensor, bound: Tensor, hparams: dict[str, Tensor],
-               batch: tuple, noise: dict[str, Tensor], step_t: Tensor) -> tuple:
-    """The math of :meth:`Population.step` with the step and hparams as tensors."""
+               coef: dict[str, Tensor] | None, batch: tuple, noise: dict[str, Tensor], step_t: Tensor) -> tuple:
+    """The math of :meth:`Population.step` with the step and hparams as tensors; ``coef``
+    are an in-place family's coefficients of this step, computed outside the graph (else
+    Inductor inlines their powers and schedules into the per-element loops)."""
     from taskset_lab.engine.population import _where_k, is_bad
     from taskset_lab.optim.base import BatchedOptimizer
 
@@ -125,7 +127,7 @@ def _step_core(pop: Any, params: dict[str, Tensor], opt_state: dict, task_state:
     diverged = diverged | bad
     with torch.no_grad():
         opt = BatchedOptimizer(pop.family, hparams, pop.total_steps)
-        new_params, new_opt = opt.step(params, grads, opt_state)
+        new_params, new_opt = opt.step(params, grads, opt_state, coef=coef)
         out_params = {n: _where_k(diverged, params[n], new_params[n]) for n in params}
         out_opt = {n: {key: _where_k(diverged, opt_state[n][key], v) for key, v in st.items()}
                    for n, st in new_opt.items()}
@@ -203,10 +205,11 @@ class CompiledStep:
         batch = pop.task.data.batch("train", s)
         noise = pop._stacked_noise(batch, True, s)
         step_t = torch.tensor(s, dtype=torch.long, device=pop.device)
+        coef = pop.opt.coefficients(next(iter(state.opt_state.values()))["step"] + 1) if pop.family.fused else None
         start = time.perf_counter()
         try:
             out = self._fn(pop, state.params, state.opt_state, state.task_state, state.diverged,
-                           state.diverged_step, state.bound, pop.opt.hparams, batch, noise, step_t)
+                           state.diverged_step, state.bound, pop.opt.hparams, coef, batch, noise, step_t)
         except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
             if not self._first:
                 raise

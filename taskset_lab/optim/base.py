@@ -256,16 +256,35 @@ class BatchedOptimizer:
         c = self.family.coefficients(flat.step, hp, self.total_steps, alive=keep)
         self.family.update_(flat.params, flat.grad, flat.state, c)
 
+    def coefficients(self, step: Tensor) -> dict[str, Tensor]:
+        """The family's per-config coefficients of update number ``step``, ``[K, 1]`` each
+        (in-place families only)."""
+        k = self.num_configs
+        return self.family.coefficients(step, {n: v.view(k, 1) for n, v in self.hparams.items()}, self.total_steps)
+
     def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor],
-             state: dict[str, dict[str, Tensor]]) -> tuple[dict[str, Tensor], dict]:
+             state: dict[str, dict[str, Tensor]], coef: Mapping[str, Tensor] | None = None
+             ) -> tuple[dict[str, Tensor], dict]:
+        """The pure per-tensor step: fresh parameters and state. For an in-place family the
+        coefficients are computed once for all tensors (or taken from ``coef``, ``[K, 1]``
+        each: the compiled step passes them in, so the compiled loops over parameters see
+        per-config numbers instead of recomputing powers and schedules per element)."""
         new_params: dict[str, Tensor] = {}
         new_state: dict[str, dict[str, Tensor]] = {}
+        if self.family.fused and coef is None:
+            coef = self.coefficients(next(iter(state.values()))["step"] + 1)
         for name, p in params.items():
             st = state[name]
             step = st["step"] + 1
             inner = {k: st[k] for k in self.family.state_names}
-            new_p, upd = self.family.update(_as_compute(p), _as_compute(grads[name]), inner, step,
-                                            self._hp_for(p), self.total_steps)
+            if coef is not None:
+                view = (self.num_configs,) + (1,) * (p.dim() - 1)
+                new_p, g = _as_compute(p).clone(), _as_compute(grads[name]).clone()
+                upd = {k: v.clone() for k, v in inner.items()}
+                self.family.update_(new_p, g, upd, {k: v.view(view) for k, v in coef.items()})
+            else:
+                new_p, upd = self.family.update(_as_compute(p), _as_compute(grads[name]), inner, step,
+                                                self._hp_for(p), self.total_steps)
             new_params[name] = new_p.to(p.dtype)
             new_state[name] = dict(upd, step=step)
         return new_params, new_state

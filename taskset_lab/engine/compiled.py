@@ -205,7 +205,7 @@ class CompiledStep:
         batch = pop.task.data.batch("train", s)
         noise = pop._stacked_noise(batch, True, s)
         step_t = torch.tensor(s, dtype=torch.long, device=pop.device)
-        coef = pop.opt.coefficients(next(iter(state.opt_state.values()))["step"] + 1) if pop.family.fused else None
+        coef = pop.opt.next_coefficients(state.opt_state) if pop.family.fused else None
         start = time.perf_counter()
         try:
             out = self._fn(pop, state.params, state.opt_state, state.task_state, state.diverged,

@@ -25,7 +25,8 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from taskset_lab.optim.adam8p import ADAM6P, ADAM8P, Adam6p, Adam8p  # noqa: F401 (re-exported)
-from taskset_lab.optim.base import FamilyOptimizer, HParams, OptimizerFamily, gate
+from taskset_lab.optim.base import (FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
+                                    update_moments_)
 from taskset_lab.optim.sampling import check_range, family_rng, log_uniform
 
 #: TF's AdamOptimizer defaults, adam1p's fixed values
@@ -76,16 +77,12 @@ class Adam4pFamily(OptimizerFamily):
         t = step.to(lr.dtype)
         b1, b2, eps = (hp[n] if n in hp else torch.full_like(lr, TF_ADAM_DEFAULTS[n]) for n in ("beta1", "beta2", "eps"))
         lr_t = lr * torch.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-        return {"b1": gate(alive, b1, 1.0), "1-b1": gate(alive, 1.0 - b1, 0.0), "b2": gate(alive, b2, 1.0),
-                "1-b2": gate(alive, 1.0 - b2, 0.0), "-lr_t": gate(alive, -lr_t, 0.0), "eps": eps}
+        return {**moment_coefficients(b1, b2, alive), "-lr_t": gate(alive, -lr_t, 0.0), "eps": eps}
 
     def update_(self, p, g, state, c):
-        m, v = state["m"], state["v"]
-        m.mul_(c["b1"]).addcmul_(g, c["1-b1"])
-        g.mul_(g)
-        v.mul_(c["b2"]).addcmul_(g, c["1-b2"])
-        torch.sqrt(v, out=g).add_(c["eps"])
-        torch.div(m, g, out=g)
+        update_moments_(state, g, c, square=g)
+        torch.sqrt(state["v"], out=g).add_(c["eps"])
+        torch.div(state["m"], g, out=g)
         p.addcmul_(g, c["-lr_t"])
 
 

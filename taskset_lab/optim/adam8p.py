@@ -33,7 +33,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from taskset_lab.optim.base import FamilyOptimizer, HParams, OptimizerFamily, gate
+from taskset_lab.optim.base import (FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
+                                    update_moments_)
 from taskset_lab.optim.sampling import check_range, family_rng, log_uniform
 from taskset_lab.optim.schedules import RESCALE_STEPS, taskset_decay_lr
 
@@ -111,23 +112,19 @@ class Adam8pFamily(OptimizerFamily):
     def coefficients(self, step, hp, total_steps, alive=None):
         t = step.to(hp["lr"].dtype)
         b1, b2 = hp["beta1"], hp["beta2"]
-        c = {"b1": gate(alive, b1, 1.0), "1-b1": gate(alive, 1.0 - b1, 0.0), "b2": gate(alive, b2, 1.0),
-             "1-b2": gate(alive, 1.0 - b2, 0.0), "1-b1^t": 1 - b1 ** t, "1-b2^t": 1 - b2 ** t,
+        c = {**moment_coefficients(b1, b2, alive), "1-b1^t": 1 - b1 ** t, "1-b2^t": 1 - b2 ** t,
              "-lr": gate(alive, -self.scheduled_lr(step, hp, total_steps), 0.0), "eps": hp["eps"]}
         if "l1" in hp:  # branching on names only: same arithmetic for every config
             c["l1"], c["2*l2"] = gate(alive, hp["l1"], 0.0), gate(alive, 2.0 * hp["l2"], 0.0)
         return c
 
     def update_(self, p, g, state, c):
-        m, v = state["m"], state["v"]
         if "l1" in c:
             g.addcmul_(torch.sign(p), c["l1"]).addcmul_(p, c["2*l2"])
-        m.mul_(c["b1"]).addcmul_(g, c["1-b1"])
-        g.mul_(g)
-        v.mul_(c["b2"]).addcmul_(g, c["1-b2"])
-        torch.div(v, c["1-b2^t"], out=g).add_(V_HAT_FLOOR).sqrt_().add_(c["eps"])  # sqrt(v̂ + 1e-10) + ε
+        update_moments_(state, g, c, square=g)
+        torch.div(state["v"], c["1-b2^t"], out=g).add_(V_HAT_FLOOR).sqrt_().add_(c["eps"])  # sqrt(v̂ + 1e-10) + ε
         g.mul_(c["1-b1^t"])
-        torch.div(m, g, out=g)  # m̂ / (sqrt(v̂ + 1e-10) + ε)
+        torch.div(state["m"], g, out=g)  # m̂ / (sqrt(v̂ + 1e-10) + ε)
         p.addcmul_(g, c["-lr"])
 
     def scheduled_lr(self, step, hp, total_steps):

@@ -94,9 +94,15 @@ class OptimizerFamily(ABC):
         """
         if not self.fused:
             raise NotImplementedError(f"optimizer family {self.name!r} defines neither update nor update_")
-        new_p, new_g = p.clone(), g.clone()
+        return self.apply(p, g, state, self.coefficients(step, hp, total_steps))
+
+    def apply(self, p: Tensor, g: Tensor, state: Mapping[str, Tensor], c: Mapping[str, Tensor]
+              ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``update_`` on copies, with given coefficients: ``(new_p, new_state)``, the inputs
+        left as they are."""
+        new_p = p.clone()
         new_state = {k: v.clone() for k, v in state.items()}
-        self.update_(new_p, new_g, new_state, self.coefficients(step, hp, total_steps))
+        self.update_(new_p, g.clone(), new_state, c)
         return new_p, new_state
 
     @property
@@ -129,6 +135,21 @@ def gate(alive: Tensor | None, value: Tensor, frozen: float) -> Tensor:
     """``value`` where ``alive``, else ``frozen`` (for ``coefficients``: ``alive=None`` keeps
     ``value`` as it is)."""
     return value if alive is None else torch.where(alive, value, frozen)
+
+
+def moment_coefficients(b1: Tensor, b2: Tensor, alive: Tensor | None) -> dict[str, Tensor]:
+    """The coefficients of Adam-style moments (β1, 1-β1, β2, 1-β2); frozen configs get 1, 0,
+    1, 0, so their moments keep their values."""
+    return {"b1": gate(alive, b1, 1.0), "1-b1": gate(alive, 1.0 - b1, 0.0),
+            "b2": gate(alive, b2, 1.0), "1-b2": gate(alive, 1.0 - b2, 0.0)}
+
+
+def update_moments_(state: Mapping[str, Tensor], g: Tensor, c: Mapping[str, Tensor], square: Tensor) -> None:
+    """``m ← β1·m + (1-β1)·g``, ``v ← β2·v + (1-β2)·g²`` in place (coefficients from
+    :func:`moment_coefficients`); ``g²`` is left in ``square``, which may be ``g`` itself."""
+    state["m"].mul_(c["b1"]).addcmul_(g, c["1-b1"])
+    torch.mul(g, g, out=square)
+    state["v"].mul_(c["b2"]).addcmul_(square, c["1-b2"])
 
 
 def _as_compute(x: Tensor) -> Tensor:
@@ -252,15 +273,18 @@ class BatchedOptimizer:
         for name, offset, numel, _shape in flat.layout:
             torch.where(keep, grads[name].reshape(k, numel), zero, out=flat.grad[:, offset:offset + numel])
         flat.step.add_(1)
-        hp = {name: v.view(k, 1) for name, v in self.hparams.items()}
-        c = self.family.coefficients(flat.step, hp, self.total_steps, alive=keep)
-        self.family.update_(flat.params, flat.grad, flat.state, c)
+        self.family.update_(flat.params, flat.grad, flat.state, self.coefficients(flat.step, alive=keep))
 
-    def coefficients(self, step: Tensor) -> dict[str, Tensor]:
+    def coefficients(self, step: Tensor, alive: Tensor | None = None) -> dict[str, Tensor]:
         """The family's per-config coefficients of update number ``step``, ``[K, 1]`` each
-        (in-place families only)."""
+        (in-place families only; ``alive``, ``[K, 1]``, freezes the others)."""
         k = self.num_configs
-        return self.family.coefficients(step, {n: v.view(k, 1) for n, v in self.hparams.items()}, self.total_steps)
+        return self.family.coefficients(step, {n: v.view(k, 1) for n, v in self.hparams.items()}, self.total_steps,
+                                        alive=alive)
+
+    def next_coefficients(self, state: Mapping[str, Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        """The coefficients of the update a per-tensor ``state`` (:meth:`init`'s form) takes next."""
+        return self.coefficients(next(iter(state.values()))["step"] + 1)
 
     def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor],
              state: dict[str, dict[str, Tensor]], coef: Mapping[str, Tensor] | None = None
@@ -272,16 +296,15 @@ class BatchedOptimizer:
         new_params: dict[str, Tensor] = {}
         new_state: dict[str, dict[str, Tensor]] = {}
         if self.family.fused and coef is None:
-            coef = self.coefficients(next(iter(state.values()))["step"] + 1)
+            coef = self.next_coefficients(state)
         for name, p in params.items():
             st = state[name]
             step = st["step"] + 1
             inner = {k: st[k] for k in self.family.state_names}
             if coef is not None:
                 view = (self.num_configs,) + (1,) * (p.dim() - 1)
-                new_p, g = _as_compute(p).clone(), _as_compute(grads[name]).clone()
-                upd = {k: v.clone() for k, v in inner.items()}
-                self.family.update_(new_p, g, upd, {k: v.view(view) for k, v in coef.items()})
+                new_p, upd = self.family.apply(_as_compute(p), _as_compute(grads[name]), inner,
+                                               {k: v.view(view) for k, v in coef.items()})
             else:
                 new_p, upd = self.family.update(_as_compute(p), _as_compute(grads[name]), inner, step,
                                                 self._hp_for(p), self.total_steps)

@@ -37,7 +37,8 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from taskset_lab.optim.base import FamilyOptimizer, HParams, OptimizerFamily, gate
+from taskset_lab.optim.base import (FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
+                                    update_moments_)
 from taskset_lab.optim.sampling import check_range, family_rng, log_uniform
 from taskset_lab.optim.schedules import opt_list_cosine_lr
 
@@ -122,20 +123,17 @@ class NAdamWFamily(OptimizerFamily):
         lr_t = self.scheduled_lr(step, hp, total_steps) * torch.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
         nesterov = hp["nesterov"] > 0.5
         # the numerator m·n_m + g'·n_g: β1·m + (1-β1)·g' with Nesterov, m (exactly) without
-        return {"-l2": gate(alive, -hp["l2_weight_decay"], 0.0), "b1": gate(alive, b1, 1.0),
-                "1-b1": gate(alive, 1 - b1, 0.0), "b2": gate(alive, b2, 1.0), "1-b2": gate(alive, 1 - b2, 0.0),
+        return {**moment_coefficients(b1, b2, alive), "-l2": gate(alive, -hp["l2_weight_decay"], 0.0),
                 "n_m": torch.where(nesterov, b1, 1.0), "n_g": gate(alive, torch.where(nesterov, 1.0 - b1, 0.0), 0.0),
                 "lr_t": gate(alive, lr_t, 0.0), "lr_t*dwd": gate(alive, lr_t * hp["decoupled_weight_decay"], 0.0),
                 "eps": hp["eps"]}
 
     def update_(self, p, g, state, c):
-        m, v = state["m"], state["v"]
         g.addcmul_(p, c["-l2"])  # g' = g - l2·θ
-        m.mul_(c["b1"]).addcmul_(g, c["1-b1"])
-        g2 = g * g
-        v.mul_(c["b2"]).addcmul_(g2, c["1-b2"])
-        g.mul_(c["n_g"]).addcmul_(m, c["n_m"])  # the numerator n
-        torch.sqrt(v, out=g2).add_(c["eps"])
+        g2 = torch.empty_like(g)
+        update_moments_(state, g, c, square=g2)
+        g.mul_(c["n_g"]).addcmul_(state["m"], c["n_m"])  # the numerator n
+        torch.sqrt(state["v"], out=g2).add_(c["eps"])
         g.div_(g2).mul_(c["lr_t"]).addcmul_(p, c["lr_t*dwd"])  # Δ = lr_t·n/(sqrt(v) + ε) + lr_t·wd·θ
         p.sub_(g)
 

@@ -35,7 +35,7 @@ from taskset_lab.tasks.families.taskset_image import (
     ImageInput,
     TasksetImageClassification,
     augmented_shape,
-    image_task_data,
+    build_image_task,
     nhwc_flatten,
 )
 from taskset_lab.tasks.families.taskset_mlp import MLPHead
@@ -189,10 +189,8 @@ def _check_lengths(config: Mapping[str, Any]) -> None:
 def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
           offline_data: str = "error") -> TasksetConvTask:
     _check_lengths(config)
-    data, shape, num_classes, substitute = image_task_data(config, data_dir, download, offline_data)
-    task = TasksetConvTask(config, data, shape, num_classes)
-    task.data_substitute = substitute
-    return task
+    return build_image_task(lambda data, shape, classes: TasksetConvTask(config, data, shape, classes), config,
+                            data_dir, download, offline_data)
 
 
 def _is_strides(v: Any) -> bool:

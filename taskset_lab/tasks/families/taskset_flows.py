@@ -63,7 +63,7 @@ from taskset_lab.tasks.families.taskset_image import (
     INIT_FIELD,
     ImageInput,
     augmented_shape,
-    image_task_data,
+    build_image_task,
     nhwc_flatten,
 )
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, TRUNC_STD, fans, tf_init
@@ -325,10 +325,8 @@ class TasksetFlowTask(NegativeLogLikelihoodTask):
 def _builder(kind: str) -> Callable[..., TasksetFlowTask]:
     def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
               offline_data: str = "error") -> TasksetFlowTask:
-        data, shape, _num_classes, substitute = image_task_data(config, data_dir, download, offline_data)
-        task = TasksetFlowTask(kind, config, data, shape)
-        task.data_substitute = substitute
-        return task
+        return build_image_task(lambda data, shape, _classes: TasksetFlowTask(kind, config, data, shape), config,
+                                data_dir, download, offline_data)
 
     build.__doc__ = f"Build a ``{kind}_family`` task from its config (see the module doc)."
     return build

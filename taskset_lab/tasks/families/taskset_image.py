@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,8 @@ from taskset_lab.tasks.context import draw
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, is_initializer  # noqa: F401
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.streaming import choose_task_data
+
+TaskT = TypeVar("TaskT", bound=Task)
 
 AUGMENTATION_KEYS = {"crop_amount": int, "flip_left_right": bool, "flip_up_down": bool, "do_color_aug": bool,
                      "brightness": float, "saturation": float, "hue": float, "contrast": float}
@@ -228,6 +230,18 @@ def image_task_data(config: Mapping[str, Any], data_dir: str | None = None, down
         splits, substitute = digits_stand_in(spec.shape, num_train, spec.num_classes), "digits"
     data = choose_task_data(splits, int(dcfg["bs"]), seed=config_seed(config))
     return data, spec.shape, spec.num_classes, substitute
+
+
+def build_image_task(make: Callable[[TaskData, tuple[int, int, int], int], TaskT], config: Mapping[str, Any],
+                     data_dir: str | None = None, download: bool = False, offline_data: str = "error",
+                     num_per_valid: int | None = None) -> TaskT:
+    """The task ``make(data, image shape, number of classes)`` builds on the config's dataset
+    (:func:`image_task_data`), marked with the stand-in it runs on, if any
+    (``task.data_substitute``; the registry puts it in the task's name)."""
+    data, shape, num_classes, substitute = image_task_data(config, data_dir, download, offline_data, num_per_valid)
+    task = make(data, shape, num_classes)
+    task.data_substitute = substitute
+    return task
 
 
 class TasksetImageClassification(Task):

@@ -22,7 +22,7 @@ from taskset_lab.tasks.families.taskset_image import (
     ImageInput,
     TasksetImageClassification,
     augmented_shape,
-    image_task_data,
+    build_image_task,
     nhwc_flatten,
 )
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, Linear
@@ -72,10 +72,8 @@ class TasksetMLPTask(TasksetImageClassification):
 
 def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
           offline_data: str = "error") -> TasksetMLPTask:
-    data, shape, num_classes, substitute = image_task_data(config, data_dir, download, offline_data)
-    task = TasksetMLPTask(config, data, shape, num_classes)
-    task.data_substitute = substitute
-    return task
+    return build_image_task(lambda data, shape, classes: TasksetMLPTask(config, data, shape, classes), config,
+                            data_dir, download, offline_data)
 
 
 FIELDS = {

@@ -33,7 +33,7 @@ from taskset_lab.tasks.families.taskset_image import (
     INIT_FIELD,
     ImageInput,
     augmented_shape,
-    image_task_data,
+    build_image_task,
     nhwc_flatten,
 )
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, tf_init
@@ -150,10 +150,8 @@ class TasksetMLPAETask(PerExampleLossTask):
 
 def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
           offline_data: str = "error") -> TasksetMLPAETask:
-    data, shape, _num_classes, substitute = image_task_data(config, data_dir, download, offline_data)
-    task = TasksetMLPAETask(config, data, shape)
-    task.data_substitute = substitute
-    return task
+    return build_image_task(lambda data, shape, _classes: TasksetMLPAETask(config, data, shape), config, data_dir,
+                            download, offline_data)
 
 
 WIDTHS_FIELD = Field("list", items="int", check=lambda v: len(v) >= 1 and all(u >= 1 for u in v),

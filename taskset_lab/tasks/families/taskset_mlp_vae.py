@@ -41,7 +41,7 @@ from taskset_lab.tasks.families.taskset_image import (
     INIT_FIELD,
     ImageInput,
     augmented_shape,
-    image_task_data,
+    build_image_task,
     nhwc_flatten,
 )
 from taskset_lab.tasks.families.taskset_mlp_ae import WIDTHS_FIELD, PerExampleLossTask, SonnetMLP
@@ -137,10 +137,8 @@ class TasksetMLPVAETask(NegativeELBOTask):
 
 def build(config: dict[str, Any], data_dir: str | None = None, download: bool = False,
           offline_data: str = "error") -> TasksetMLPVAETask:
-    data, shape, _num_classes, substitute = image_task_data(config, data_dir, download, offline_data)
-    task = TasksetMLPVAETask(config, data, shape)
-    task.data_substitute = substitute
-    return task
+    return build_image_task(lambda data, shape, _classes: TasksetMLPVAETask(config, data, shape), config, data_dir,
+                            download, offline_data)
 
 
 FIELDS = {

@@ -30,7 +30,7 @@ from taskset_lab.tasks.families.taskset_flows import (
     ImageFlow,
     NegativeLogLikelihoodTask,
 )
-from taskset_lab.tasks.fixed.mlp import fixed_image_data
+from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
 from taskset_lab.tasks.registry import fixed_task
 
 
@@ -75,11 +75,8 @@ class FixedFlowTask(NegativeLogLikelihoodTask):
 def build_spec(spec: FixedFlowSpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedFlowTask:
     """The task of ``spec`` on its dataset (or the digits stand-in with ``offline_data="substitute"``)."""
-    data, shape, _classes, substitute = fixed_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
-                                                         download, offline_data)
-    task = FixedFlowTask(spec, data, shape)
-    task.data_substitute = substitute
-    return task
+    return build_fixed_image_task(lambda data, shape, _classes: FixedFlowTask(spec, data, shape), spec, data_dir,
+                                  download, offline_data)
 
 
 def _register(spec: FixedFlowSpec) -> None:

@@ -58,7 +58,7 @@ from taskset_lab.tasks.families.taskset_image import (
     nhwc_flatten,
 )
 from taskset_lab.tasks.families.taskset_rnn_core import TRUNC_STD, tf_init
-from taskset_lab.tasks.fixed.mlp import NUM_PER_VALID, fixed_image_data
+from taskset_lab.tasks.fixed.mlp import NUM_PER_VALID, build_fixed_image_task
 from taskset_lab.tasks.registry import fixed_task
 
 KIND = "FixedImageConv"
@@ -267,11 +267,8 @@ SPECS: dict[str, FixedConvSpec] = {s.name: s for s in _specs()}
 
 def build_spec(spec: FixedConvSpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedImageConvTask:
-    data, shape, num_classes, substitute = fixed_image_data(
-        spec.dataset, spec.batch_size, spec.name, data_dir, download, offline_data, spec.num_per_valid)
-    task = FixedImageConvTask(spec, data, shape, num_classes)
-    task.data_substitute = substitute
-    return task
+    return build_fixed_image_task(lambda data, shape, classes: FixedImageConvTask(spec, data, shape, classes), spec,
+                                  data_dir, download, offline_data, spec.num_per_valid)
 
 
 def _register(spec: FixedConvSpec) -> None:

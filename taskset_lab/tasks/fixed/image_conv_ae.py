@@ -47,7 +47,7 @@ from taskset_lab.tasks.fixed.image_conv import (
     conv_out_hw,
     init_weight,
 )
-from taskset_lab.tasks.fixed.mlp import fixed_image_data
+from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
 from taskset_lab.tasks.registry import fixed_task
 
 KIND = "FixedImageConvAE"
@@ -184,11 +184,8 @@ class FixedImageConvAETask(PerExampleLossTask):
 
 def build_spec(spec: FixedConvAESpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedImageConvAETask:
-    data, shape, _classes, substitute = fixed_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
-                                                         download, offline_data)
-    task = FixedImageConvAETask(spec, data, shape)
-    task.data_substitute = substitute
-    return task
+    return build_fixed_image_task(lambda data, shape, _classes: FixedImageConvAETask(spec, data, shape), spec, data_dir,
+                                  download, offline_data)
 
 
 def _register(spec: FixedConvAESpec) -> None:

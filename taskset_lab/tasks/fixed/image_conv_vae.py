@@ -44,7 +44,7 @@ from taskset_lab.tasks.families.taskset_mlp_vae import (
     split_mu_log_sigma,
 )
 from taskset_lab.tasks.fixed.image_conv_ae import ConvDecoder, ConvEncoder
-from taskset_lab.tasks.fixed.mlp import fixed_image_data
+from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
 from taskset_lab.tasks.registry import fixed_task
 
 KIND = "FixedImageConvVAE"
@@ -110,11 +110,8 @@ class FixedImageConvVAETask(NegativeELBOTask):
 
 def build_spec(spec: FixedConvVAESpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedImageConvVAETask:
-    data, shape, _classes, substitute = fixed_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
-                                                         download, offline_data)
-    task = FixedImageConvVAETask(spec, data, shape)
-    task.data_substitute = substitute
-    return task
+    return build_fixed_image_task(lambda data, shape, _classes: FixedImageConvVAETask(spec, data, shape), spec,
+                                  data_dir, download, offline_data)
 
 
 def _register(spec: FixedConvVAESpec) -> None:

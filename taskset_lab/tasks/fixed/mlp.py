@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from taskset_lab.tasks.base import Batch, Task
 from taskset_lab.tasks.context import draw
-from taskset_lab.tasks.families.taskset_image import ImageInput, image_task_data, nhwc_flatten
+from taskset_lab.tasks.families.taskset_image import ImageInput, TaskT, build_image_task, nhwc_flatten
 from taskset_lab.tasks.families.taskset_mlp_ae import SonnetLinear, SonnetMLP
 from taskset_lab.tasks.registry import fixed_task
 
@@ -44,14 +44,14 @@ NUM_PER_VALID = 3000  # get_image_datasets' default, used by every fixed image t
 ACTS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "tanh": torch.tanh}
 
 
-def fixed_image_data(dataset: str, batch_size: int, name: str, data_dir: str | None, download: bool,
-                     offline_data: str, num_per_valid: int = NUM_PER_VALID
-                     ) -> tuple[Any, tuple[int, int, int], int, str | None]:
-    """``get_image_datasets(dataset, batch_size, num_per_valid=...)`` of a fixed image task (MLP,
-    conv, AE, VAE, flow): (data, (C, H, W), classes, stand-in or None); the batch order is
-    seeded by the task's name."""
-    config = {"name": name, "dataset": [dataset, {"bs": int(batch_size), "num_train": None}, None]}
-    return image_task_data(config, data_dir, download, offline_data, num_per_valid=int(num_per_valid))
+def build_fixed_image_task(make: Callable[[Any, tuple[int, int, int], int], TaskT], spec: Any,
+                           data_dir: str | None, download: bool, offline_data: str,
+                           num_per_valid: int = NUM_PER_VALID) -> TaskT:
+    """A fixed image task (MLP, conv, AE, VAE, flow) on ``get_image_datasets(spec.dataset,
+    spec.batch_size, num_per_valid=...)``: ``make(data, (C, H, W), classes)``, marked with
+    its stand-in if any (:func:`build_image_task`); the batch order is seeded by the name."""
+    config = {"name": spec.name, "dataset": [spec.dataset, {"bs": int(spec.batch_size), "num_train": None}, None]}
+    return build_image_task(make, config, data_dir, download, offline_data, num_per_valid=int(num_per_valid))
 
 
 class AlwaysDropout(nn.Module):
@@ -196,11 +196,8 @@ SPECS: dict[str, FixedMLPSpec] = {s.name: s for s in _specs()}
 
 def build_spec(spec: FixedMLPSpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedMLPTask:
-    data, shape, num_classes, substitute = fixed_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
-                                                            download, offline_data)
-    task = FixedMLPTask(spec, data, shape, num_classes)
-    task.data_substitute = substitute
-    return task
+    return build_fixed_image_task(lambda data, shape, classes: FixedMLPTask(spec, data, shape, classes), spec,
+                                  data_dir, download, offline_data)
 
 
 def _register(spec: FixedMLPSpec) -> None:

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from taskset_lab.tasks.families.taskset_image import ImageInput, nhwc_flatten
 from taskset_lab.tasks.families.taskset_mlp_vae import GaussianVAE, NegativeELBOTask
-from taskset_lab.tasks.fixed.mlp import fixed_image_data
+from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
 from taskset_lab.tasks.registry import fixed_task
 
 KIND = "FixedMLPVAE"
@@ -88,11 +88,8 @@ class FixedMLPVAETask(NegativeELBOTask):
 
 def build_spec(spec: FixedMLPVAESpec, data_dir: str | None = None, download: bool = False,
                offline_data: str = "error") -> FixedMLPVAETask:
-    data, shape, _classes, substitute = fixed_image_data(spec.dataset, spec.batch_size, spec.name, data_dir,
-                                                         download, offline_data)
-    task = FixedMLPVAETask(spec, data, shape)
-    task.data_substitute = substitute
-    return task
+    return build_fixed_image_task(lambda data, shape, _classes: FixedMLPVAETask(spec, data, shape), spec, data_dir,
+                                  download, offline_data)
 
 
 def _register(spec: FixedMLPVAESpec) -> None:

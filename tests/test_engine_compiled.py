@@ -98,6 +98,52 @@ def test_compile_failure_falls_back_to_eager():
     torch.testing.assert_close(fallback_losses, eager_losses, equal_nan=True)
 
 
+def test_compiled_step_updates_in_place_and_first_call_leaves_the_given_state():
+    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    pop = Population(task, "adam4p", _configs("adam4p"), 4, dtype=F64, eval_batches=1)
+    stepper = CompiledStep(pop, backend="aot_eager")
+    start = pop.evaluate(pop.init())[1]
+    kept = start.copy()
+    first = stepper.step(start)
+    # the compiling call worked on a copy: the given (flat) state is as it was
+    for name in kept.params:
+        assert torch.equal(start.params[name], kept.params[name])
+    second = stepper.step(first)
+    # later calls update the state's own tensors: same objects, new values
+    name = next(iter(first.params))
+    assert second.params[name] is first.params[name]
+    assert second.opt_state[name]["m"] is first.opt_state[name]["m"]
+    eager = pop.step(pop.step(kept.copy()))
+    for n in eager.params:
+        torch.testing.assert_close(second.params[n], eager.params[n], rtol=1e-10, atol=1e-12)
+        for key, value in eager.opt_state[n].items():
+            torch.testing.assert_close(second.opt_state[n][key], value, rtol=1e-10, atol=1e-12)
+
+
+def test_fallback_after_a_failed_first_call_starts_from_the_intact_state():
+    calls = []
+
+    def fails_when_run(gm, example_inputs):
+        def run(*args):
+            calls.append(1)
+            for a in args:  # scribble over the parameters first, as a half-done step would
+                if isinstance(a, torch.Tensor) and tuple(a.shape) in param_shapes:
+                    a.add_(1.0)
+            raise RuntimeError("kernel crashed")
+        return run
+
+    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    pop = Population(task, "adam4p", _configs("adam4p"), 3, dtype=F64, eval_batches=1)
+    stepper = CompiledStep(pop, backend=fails_when_run)
+    start = pop.evaluate(pop.init(flat=False))[1]  # tensors of its own: nothing copies them
+    param_shapes = {tuple(p.shape) for p in start.params.values()}
+    after_fallback = stepper.step(start)
+    eager = pop.step(pop.evaluate(pop.init(flat=False))[1])
+    assert calls and stepper.compiled is False
+    for name in eager.params:
+        torch.testing.assert_close(after_fallback.params[name], eager.params[name], rtol=0, atol=0)
+
+
 def test_compile_mode_and_auto_threshold():
     assert compile_mode(True) == "true" and compile_mode("Auto") == "auto" and compile_mode(False) == "false"
     with pytest.raises(ConfigError):

@@ -6,7 +6,7 @@
   tensor arguments, so nothing recompiles per step; the compiled callable is cached per
   (prepared task and module, family, K, dtype, device, total steps), so the chunks of one
   CURVES run compile once. Batches and noise are fetched eagerly (they are Python-keyed) and
-  passed in. Any failure while compiling or running the first compiled step falls back to the
+  passed in. Parameters and optimizer state are updated in place (one pass per tensor). Any failure while compiling or running the first compiled step falls back to the
   eager step for good, which gives the same curves (the compiled function is the same math).
 * :func:`apply_allocator_settings` sets glibc's ``M_MMAP_THRESHOLD`` / ``M_TRIM_THRESHOLD``
   through ``mallopt`` so large per-step temporaries stay in the heap instead of being mapped
@@ -117,7 +117,12 @@ def _step_core(pop: Any, params: dict[str, Tensor], opt_state: dict, task_state:
                coef: dict[str, Tensor] | None, batch: tuple, noise: dict[str, Tensor], step_t: Tensor) -> tuple:
     """The math of :meth:`Population.step` with the step and hparams as tensors; ``coef``
     are an in-place family's coefficients of this step, computed outside the graph (else
-    Inductor inlines their powers and schedules into the per-element loops)."""
+    Inductor inlines their powers and schedules into the per-element loops).
+
+    Parameters and optimizer state are written back into ``params`` / ``opt_state`` (the
+    freeze folded into the same write): Inductor then updates them in place in one pass,
+    where fresh outputs cost a write-allocate read of every new buffer and twice the memory.
+    Returns ``(task_state, diverged, diverged_step)``."""
     from taskset_lab.engine.population import _where_k, is_bad
     from taskset_lab.optim.base import BatchedOptimizer
 
@@ -128,11 +133,13 @@ def _step_core(pop: Any, params: dict[str, Tensor], opt_state: dict, task_state:
     with torch.no_grad():
         opt = BatchedOptimizer(pop.family, hparams, pop.total_steps)
         new_params, new_opt = opt.step(params, grads, opt_state, coef=coef)
-        out_params = {n: _where_k(diverged, params[n], new_params[n]) for n in params}
-        out_opt = {n: {key: _where_k(diverged, opt_state[n][key], v) for key, v in st.items()}
-                   for n, st in new_opt.items()}
+        for n, p in params.items():
+            p.copy_(_where_k(diverged, p, new_params[n]))
+        for n, st in new_opt.items():
+            for key, v in st.items():
+                opt_state[n][key].copy_(_where_k(diverged, opt_state[n][key], v))
         out_task = {n: _where_k(diverged, task_state[n], v) for n, v in new_task_state.items()}
-    return out_params, out_opt, out_task, diverged, dstep
+    return out_task, diverged, dstep
 
 
 _CACHE: dict[tuple, tuple[Any, Callable]] = {}
@@ -164,7 +171,10 @@ def _fresh_step_core(tag: int) -> Callable:
 class CompiledStep:
     """``Population.step`` through ``torch.compile``, with an eager fallback.
 
-    ``step(state)`` returns the same :class:`PopulationState` as ``Population.step``.
+    ``step(state)`` returns the same :class:`PopulationState` as ``Population.step``, and
+    like the eager step on a flat state it updates parameters and optimizer state in place
+    (a flat state is first copied into tensors of its own, once); clone
+    (:meth:`PopulationState.unflattened` or ``torch.clone``) to keep an old state.
     ``compiled`` says whether the compiled path is in use; ``compile_seconds`` is the time
     the first (compiling) call took."""
 
@@ -198,9 +208,11 @@ class CompiledStep:
         pop = self.pop
         if not self.compiled:
             return pop.step(state)
-        # the compiled step returns fresh tensors; start it from contiguous ones of its own so
-        # the graph is traced once for one set of strides
-        state = state.unflattened()
+        # the compiled step updates contiguous tensors of its own in place: a flat state (views
+        # of [K, P] buffers) is copied out once, so the graph is traced for one set of strides.
+        # The first (compiling) call works on a copy, so a failure falls back from an intact state.
+        given = state
+        state = state.copy() if self._first else state.unflattened()
         s = state.step
         batch = pop.task.data.batch("train", s)
         noise = pop._stacked_noise(batch, True, s)
@@ -214,13 +226,13 @@ class CompiledStep:
             if not self._first:
                 raise
             self._fallback(err)
-            return pop.step(state)
+            return pop.step(given)
         if self._first:
             self.compile_seconds = time.perf_counter() - start
             self._first = False
             log.info("compiled the population step (K=%d) in %.1f s", pop.k, self.compile_seconds)
-        params, opt_state, task_state, diverged, dstep = out
-        return PopulationState(s + 1, params, opt_state, task_state, diverged, dstep, state.bound)
+        task_state, diverged, dstep = out
+        return PopulationState(s + 1, state.params, state.opt_state, task_state, diverged, dstep, state.bound)
 
 
 def should_compile(mode: str, device: torch.device, eager_seconds_estimate: float) -> bool:

@@ -207,9 +207,13 @@ class PopulationState:
     flat: FlatBuffers | None = None
 
     def unflattened(self) -> "PopulationState":
-        """The same state with contiguous per-name tensors of its own (``flat = None``)."""
-        if self.flat is None:
-            return self
+        """The same state with contiguous per-name tensors of its own (``flat = None``); the
+        state itself when it is not flat."""
+        return self if self.flat is None else self.copy()
+
+    def copy(self) -> "PopulationState":
+        """A copy whose parameters and optimizer state are tensors of its own (``flat = None``):
+        stepping it in place leaves this state as it is."""
         return dataclasses.replace(
             self, params={n: p.clone() for n, p in self.params.items()},
             opt_state={n: {k: v.clone() for k, v in st.items()} for n, st in self.opt_state.items()}, flat=None)

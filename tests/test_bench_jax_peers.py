@@ -3,8 +3,6 @@ char-RNN tasks, a few configs, 3 steps, parameters compared by name (float32).""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 
 pytest.importorskip("jax")
 
+from benchmark_module import load_benchmark  # noqa: E402
 from taskset_lab.tasks import build_task, get_family  # noqa: E402
 
 TOL = 1e-5
@@ -19,11 +18,7 @@ CONFIGS = [dict(lr=lr, beta1=0.9, beta2=0.999, eps=1e-8) for lr in (1e-3, 3e-3, 
 
 
 def _jax_peers() -> Any:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "jax_peers.py"
-    spec = importlib.util.spec_from_file_location("jax_peers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("jax_peers")
 
 
 def _conv(**extra: Any) -> dict[str, Any]:

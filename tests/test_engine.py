@@ -230,13 +230,9 @@ def test_population_matches_single_for_every_family(task_family):
 
 
 def test_benchmark_quick_json(capsys):
-    import importlib.util
-    from pathlib import Path
+    from benchmark_module import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_population.py"
-    spec = importlib.util.spec_from_file_location("bench_population", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("bench_population")
     bench.main(["--device", "cpu", "--json", "--quick", "--cases", "small_mlp"])
     report = json.loads(capsys.readouterr().out)
     assert report["device"] == "cpu"

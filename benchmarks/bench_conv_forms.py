@@ -5,13 +5,14 @@ convolution (``groups = K``). This times the bench's two convolutions (3x3, 1 ->
 16 -> 32 stride 2, on 8x8 inputs, batch 64) in the forms tried:
 
 * ``vmap_grad``: ``vmap(grad)`` over the K configs with ``F.conv2d`` (what the engine does),
-  with an im2col form (``unfold`` + matmul) and a space-to-depth form of the stride-2 layer
-  (a stride-1 2x2 convolution over the 2x2-blocked input), and K one-config gradients;
+  with an im2col form (``unfold`` + matmul) of both layers or of the first only, with a
+  space-to-depth form of the stride-2 layer (a stride-1 2x2 convolution over the 2x2-blocked
+  input), and K one-config gradients; ``--compiled`` adds each form under ``torch.compile``;
 * ``layer``: the stride-2 layer's ``convolution_backward`` alone, grouped, split into input
   and weight gradient, contiguous and channels-last (Inductor's layout), and its input
   gradient in the space-to-depth form.
 
-Run: ``python benchmarks/bench_conv_forms.py --threads 1 [--k 16] [--json]``. Numbers and
+Run: ``python benchmarks/bench_conv_forms.py --threads 1 [--k 16] [--compiled] [--json]``. Numbers and
 what they mean are in benchmarks/README.md (issue-14 section, conv).
 """
 
@@ -65,8 +66,15 @@ def conv_space_to_depth(h: Tensor, w: Tensor, stride: int) -> Tensor:
     return F.conv2d(space_to_depth_input(h), space_to_depth_weight(w))
 
 
+def conv_im2col_first(h: Tensor, w: Tensor, stride: int) -> Tensor:
+    """im2col for the stride-1 layer (1 input channel, the input all configs share), the
+    direct conv for the stride-2 one."""
+    return conv_im2col(h, w, stride) if stride == 1 else conv_direct(h, w, stride)
+
+
 FORMS: dict[str, Callable[[Tensor, Tensor, int], Tensor]] = {
-    "conv2d": conv_direct, "im2col": conv_im2col, "space_to_depth": conv_space_to_depth}
+    "conv2d": conv_direct, "im2col": conv_im2col, "im2col_first": conv_im2col_first,
+    "space_to_depth": conv_space_to_depth}
 
 
 def _loss(conv: Callable, x: Tensor) -> Callable:
@@ -102,9 +110,15 @@ def _time_ms(fn: Callable[[], Any], reps: int, rounds: int = 3) -> float:
     return 1e3 * best
 
 
-def time_vmap_grad(k: int, reps: int) -> dict[str, float]:
+def time_vmap_grad(k: int, reps: int, compiled: bool = False) -> dict[str, float]:
+    """Each form's ``vmap(grad)`` (and, with ``compiled``, the same under ``torch.compile``,
+    timed after its compiling call), and K one-config gradients."""
     x, w1, w2 = inputs(k)
     out = {f"vmap_grad_{form}_ms": _time_ms(lambda form=form: stacked_grads(form, x, w1, w2), reps) for form in FORMS}
+    if compiled:
+        for form in FORMS:
+            fn = torch.compile(lambda x, w1, w2, form=form: stacked_grads(form, x, w1, w2), dynamic=False)
+            out[f"compiled_vmap_grad_{form}_ms"] = _time_ms(lambda fn=fn: fn(x, w1, w2), reps)
     one = grad(_loss(conv_direct, x), argnums=(0, 1))
     out["one_config_grads_x_k_ms"] = k * _time_ms(lambda: one(w1[0], w2[0]), 2 * reps)
     return out
@@ -139,12 +153,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--k", type=int, default=16, help="configs per vmapped step")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1: steadier on a shared box)")
     parser.add_argument("--reps", type=int, default=20, help="calls per timed round (best of 3 rounds)")
+    parser.add_argument("--compiled", action="store_true", help="also time each vmap(grad) form under torch.compile")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     report = {"k": args.k, "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "vmap_grad": time_vmap_grad(args.k, args.reps), "stride2_layer": time_stride2_layer(args.k, args.reps)}
+              "vmap_grad": time_vmap_grad(args.k, args.reps, args.compiled), "stride2_layer": time_stride2_layer(args.k, args.reps)}
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -14,7 +14,7 @@ def _bench() -> ModuleType:
     return load_benchmark("bench_conv_forms")
 
 
-@pytest.mark.parametrize("form", ["im2col", "space_to_depth"])
+@pytest.mark.parametrize("form", ["im2col", "im2col_first", "space_to_depth"])
 def test_conv_forms_give_the_direct_gradients(form):
     bench = _bench()
     x, w1, w2 = bench.inputs(3, dtype=torch.float64)

@@ -49,8 +49,14 @@ def interrupt_tasklab(args: list[str], cwd: Path, ready, wait: float = 180):
     import signal
     import time
 
+    def as_in_a_terminal() -> None:
+        # a test runner started in the background (``cmd &`` in a script) ignores SIGINT, and an
+        # ignored signal stays ignored across exec: the child would never see the Ctrl-C
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     command, env = _tasklab(args)
-    proc = subprocess.Popen(command, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(command, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=as_in_a_terminal)
     deadline = time.time() + wait
     while not ready() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)

@@ -97,9 +97,20 @@ def test_ctrl_c_writes_the_curve_so_far_and_says_how_to_resume(tmp_path):
     """SIGINT through the real CLI: Lightning shuts down, tasklab exits 130 with curve.csv kept."""
     out = tmp_path / "run"
     checkpoint = out / "checkpoints" / "last.ckpt"
+    first_stamp: list[int] = []
+
+    def second_checkpoint() -> bool:
+        # the checkpoint of step 50 can land just before that step's evaluation: interrupt
+        # after a later one, when the evaluations of steps 0 and 50 are surely in
+        if not checkpoint.is_file():
+            return False
+        stamp = checkpoint.stat().st_mtime_ns
+        first_stamp[:] = first_stamp or [stamp]
+        return stamp != first_stamp[0]
+
     rc, stdout, stderr = interrupt_tasklab(
         ["pipeline=TRAIN", "index=train_mlp_digits", "total_steps=1000000", "eval_every=50", "logger=csv",
-         f"output_dir={out}", "trainer.enable_progress_bar=false"], tmp_path, ready=checkpoint.is_file)
+         f"output_dir={out}", "trainer.enable_progress_bar=false"], tmp_path, ready=second_checkpoint)
     assert rc == 130, stderr[-2000:]
     assert "tasklab: interrupted" in stderr and "Traceback" not in stderr
     assert f"resume=true output_dir={out}" in stdout + stderr

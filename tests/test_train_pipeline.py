@@ -105,7 +105,8 @@ def test_ctrl_c_writes_the_curve_so_far_and_says_how_to_resume(tmp_path):
         if not checkpoint.is_file():
             return False
         stamp = checkpoint.stat().st_mtime_ns
-        first_stamp[:] = first_stamp or [stamp]
+        if not first_stamp:
+            first_stamp.append(stamp)
         return stamp != first_stamp[0]
 
     rc, stdout, stderr = interrupt_tasklab(

@@ -6,8 +6,9 @@
   tensor arguments, so nothing recompiles per step; the compiled callable is cached per
   (prepared task and module, family, K, dtype, device, total steps), so the chunks of one
   CURVES run compile once. Batches and noise are fetched eagerly (they are Python-keyed) and
-  passed in. Parameters and optimizer state are updated in place (one pass per tensor). Any failure while compiling or running the first compiled step falls back to the
-  eager step for good, which gives the same curves (the compiled function is the same math).
+  passed in. Parameters and optimizer state are updated in place (one pass per tensor). Any
+  failure while compiling or running the first compiled step falls back to the eager step for
+  good, which gives the same curves (the compiled function is the same math).
 * :func:`apply_allocator_settings` sets glibc's ``M_MMAP_THRESHOLD`` / ``M_TRIM_THRESHOLD``
   through ``mallopt`` so large per-step temporaries stay in the heap instead of being mapped
   and returned to the OS every step (no-op off glibc).
@@ -173,8 +174,8 @@ class CompiledStep:
 
     ``step(state)`` returns the same :class:`PopulationState` as ``Population.step``, and
     like the eager step on a flat state it updates parameters and optimizer state in place
-    (a flat state is first copied into tensors of its own, once); clone
-    (:meth:`PopulationState.unflattened` or ``torch.clone``) to keep an old state.
+    (a flat state is first copied into tensors of its own, once); keep an old state with
+    :meth:`PopulationState.copy`.
     ``compiled`` says whether the compiled path is in use; ``compile_seconds`` is the time
     the first (compiling) call took."""
 

@@ -320,8 +320,8 @@ class Population:
         parameters, optimizer state and task state). No host synchronisation.
 
         A flat state (``state.flat``, from :meth:`init`) is updated in place and returned
-        with the step advanced; clone it (:meth:`PopulationState.unflattened`) to keep the
-        old one. Other states are left as they are."""
+        with the step advanced; keep the old one with :meth:`PopulationState.copy`. Other
+        states are left as they are."""
         s = state.step
         batch = self.task.data.batch("train", s)
         noise = self._stacked_noise(batch, True, s)

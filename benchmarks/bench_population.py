@@ -12,6 +12,12 @@ on digits, a character GRU on pydoc text) it measures config-steps per second of
 
 With ``--compiled``, ``compiled``: the same population step through ``torch.compile``
 (:class:`taskset_lab.engine.compiled.CompiledStep`; compile time excluded, reported apart).
+On CPU the report then also splits the best compiled step (``compiled_step_split``): the time
+in GEMM and convolution kernels (profiler), the least time the optimizer update can take (the
+bytes it must move at the measured in-place bandwidth), and how far ahead of one config at a
+time and of JAX we would be if the step took only those two (``floor_vs_sequential``,
+``floor_vs_jax``): the most any implementation that runs these kernels and a separate update
+pass could reach.
 With the optional ``bench`` extra (jax, optax) installed, the MLP, conv and rnn cases also run
 ``jax`` (``jax_peers.py``): the same model, initial parameters, batches and TF-Adam formula in
 JAX, ``jit(vmap(step))`` called per step and ``lax.scan`` over all steps, interleaved with ours
@@ -271,6 +277,56 @@ def matmul_peak(device: str, quick: bool) -> float:
     return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
 
 
+def inplace_bandwidth(device: str, quick: bool) -> float:
+    """Measured bytes/s of an in-place pass over a large float32 tensor (``x.mul_(1)``: each
+    line read once and written back, the way the in-place update touches θ and the moments)."""
+    n = 1 << (20 if quick else 26)  # 256 MiB: far larger than any cache
+    x = torch.rand(n, device=device)
+    x.mul_(1.0)
+    reps = 2 if quick else 5
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        x.mul_(1.0)
+    _sync(device)
+    return 2.0 * 4 * n * reps / (time.perf_counter() - start)
+
+
+def _is_matmul_op(name: str) -> bool:
+    """ATen's GEMM and convolution ops (their kernels run in MKL / oneDNN, not in our code)."""
+    return name in ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm") or "conv" in name
+
+
+def step_split(runner: "CompiledRunner", steps: int, quick: bool = False) -> dict[str, float]:
+    """Where one compiled step's time goes (CPU), all measured in one window (the VM's speed
+    drifts from minute to minute): ``step_ms``, the wall time of ``steps`` profiled steps;
+    ``matmul_ms``, the profiler's self time of the GEMM and convolution ops per step (self
+    time, so nested ops count once); ``update_floor_ms``, the least the optimizer update can
+    take: the bytes it must move (read θ, g and each moment, write θ and each moment back) at
+    the in-place bandwidth measured just before. ``floor_ms`` is their sum, the step if
+    everything else took no time; ``step_ms / floor_ms`` bounds what any implementation that
+    runs these kernels and a separate update pass could gain."""
+    from torch.profiler import ProfilerActivity, profile
+
+    bandwidth = inplace_bandwidth("cpu", quick)
+    state = runner.state0
+    for _ in range(2):
+        state = runner.stepper.step(state)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            state = runner.stepper.step(state)
+        float(state.diverged_step.sum())
+        wall = time.perf_counter() - start
+    matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if _is_matmul_op(e.key))
+    numel = sum(p.numel() for p in state.params.values())  # all K configs
+    moved = numel * 4 * (3 + 2 * len(runner.pop.family.state_names))
+    step_ms, matmul_ms, update_ms = wall / steps * 1e3, matmul_us / 1e3 / steps, moved / bandwidth * 1e3
+    return {"k": runner.k, "step_ms": step_ms, "matmul_ms": matmul_ms, "update_floor_ms": update_ms,
+            "other_ms": step_ms - matmul_ms, "floor_ms": matmul_ms + update_ms,
+            "inplace_bandwidth_bytes_per_s": bandwidth}
+
+
 # cases with a JAX peer and the steps it pre-stages (the longest per-step run, the scan's length)
 JAX_MAX_STEPS = {"small_mlp": 300, "medium_mlp": 20, "conv": 50, "rnn": 30}
 
@@ -352,11 +408,25 @@ def run_case(name: str, device: str, ks: tuple[int, ...], seconds: float, quick:
                     "compiled_by_k": comp_by_k, "compile_seconds_by_k": compile_s,
                     "compiled_speedup_vs_eager": comp_by_k[cbest] / best,
                     "compiled_speedup_vs_sequential": comp_by_k[cbest] / seq})
+        if device == "cpu" and runners[int(cbest)].stepper.compiled:
+            out["compiled_step_split"] = split = step_split(runners[int(cbest)], 2 if quick else 10, quick)
+            log(f"  {name}: compiled step at K={cbest} (profiled): {split['step_ms']:.2f} ms, of which "
+                f"matmul/conv {split['matmul_ms']:.2f} ms; the update's data alone takes "
+                f"{split['update_floor_ms']:.2f} ms at {split['inplace_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s")
+            split["floor_vs_sequential"] = out["compiled_speedup_vs_sequential"] * split["step_ms"] / split["floor_ms"]
+            log(f"  {name}: with nothing but the matmuls and the update's data, compiled / sequential would be "
+                f"at most {split['floor_vs_sequential']:.1f}x")
     if jax_step:
         jbest = max(max(jax_step.values()), max(jax_scan.values()))
         out.update({"jax_cfg_steps_per_s": jbest, "jax_per_step_by_k": jax_step, "jax_scan_by_k": jax_scan,
                     "jax_max_param_diff_by_k": jax_diff, "speedup_vs_jax": ours / jbest,
                     "speedup_vs_jax_scan": ours / max(jax_scan.values())})
+        if "compiled_step_split" in out:
+            split = out["compiled_step_split"]
+            # ours / JAX from the rounds, times the most the step itself could still shrink
+            split["floor_vs_jax"] = out["speedup_vs_jax"] * split["step_ms"] / split["floor_ms"]
+            log(f"  {name}: with nothing but the matmuls and the update's data, ours / JAX would be at most "
+                f"{split['floor_vs_jax']:.2f}x")
     return out
 
 
@@ -408,7 +478,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"matmul peak (float32): {peak / 1e9:.1f} GFLOP/s")
     report: dict[str, Any] = {"device": args.device, "device_name": device_name,
                               "torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "matmul_peak_flops": peak, "quick": args.quick, "cases": {}}
+                              "matmul_peak_flops": peak,
+                              "quick": args.quick, "cases": {}}
     for name in args.cases:
         case = run_case(name, args.device, ks, seconds, args.quick, peak, log, repeats=max(1, args.repeats),
                         compiled=args.compiled, use_jax=use_jax)

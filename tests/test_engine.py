@@ -240,3 +240,24 @@ def test_benchmark_quick_json(capsys):
     for key in ("population_cfg_steps_per_s", "sequential_cfg_steps_per_s", "lightning_cfg_steps_per_s",
                 "speedup_vs_sequential"):
         assert case[key] > 0, key
+
+
+def test_benchmark_step_split_counts_the_gemms_and_the_update_bytes(monkeypatch):
+    """The compiled step's split: GEMM time from the profiler, the update's floor from the
+    bytes Adam must move (θ, g, m, v read; θ, m, v written) at the measured bandwidth."""
+    from benchmark_module import load_benchmark
+
+    monkeypatch.setenv("TASKLAB_COMPILE_BACKEND", "aot_eager")  # same tracing, no C++ build
+    bench = load_benchmark("bench_population")
+    task = bench.small_mlp(True)
+    runner = bench.CompiledRunner(task, 4, "cpu")
+    assert runner.stepper.compiled
+    split = bench.step_split(runner, steps=2, quick=True)
+    per_config = sum(p.numel() for p in task.init_module(0).parameters())
+    moved = 4 * per_config * 4 * 7
+    assert split["update_floor_ms"] == pytest.approx(moved / split["inplace_bandwidth_bytes_per_s"] * 1e3)
+    assert 0 < split["matmul_ms"] < split["step_ms"]  # the MLP's bmm GEMMs, within the step
+    assert split["floor_ms"] == pytest.approx(split["matmul_ms"] + split["update_floor_ms"])
+    assert split["other_ms"] == pytest.approx(split["step_ms"] - split["matmul_ms"])
+    assert [bench._is_matmul_op(n) for n in ("aten::bmm", "aten::mkldnn_convolution", "aten::add_")] == \
+        [True, True, False]

@@ -261,35 +261,31 @@ def flops_per_config_step(task: Task, device: str) -> float:
     return float(counter.get_total_flops())
 
 
+def _seconds_per_call(fn: Callable[[], Any], device: str, warmup: int, reps: int) -> float:
+    """Mean seconds of ``fn()`` over ``reps`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) / reps
+
+
 def matmul_peak(device: str, quick: bool) -> float:
     """Measured FLOP/s of a large float32 matmul (the default precision settings)."""
     n = 512 if quick else (8192 if device.startswith("cuda") else 2048)
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    for _ in range(2):
-        a @ b
-    reps = 2 if quick else 10
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2.0 * n ** 3 * reps / (time.perf_counter() - start)
+    return 2.0 * n ** 3 / _seconds_per_call(lambda: a @ b, device, 2, 2 if quick else 10)
 
 
 def inplace_bandwidth(device: str, quick: bool) -> float:
     """Measured bytes/s of an in-place pass over a large float32 tensor (``x.mul_(1)``: each
     line read once and written back, the way the in-place update touches θ and the moments)."""
-    n = 1 << (20 if quick else 26)  # 256 MiB: far larger than any cache
-    x = torch.rand(n, device=device)
-    x.mul_(1.0)
-    reps = 2 if quick else 5
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(reps):
-        x.mul_(1.0)
-    _sync(device)
-    return 2.0 * 4 * n * reps / (time.perf_counter() - start)
+    x = torch.rand(1 << (20 if quick else 26), device=device)  # 256 MiB: far larger than any cache
+    return 2.0 * x.numel() * x.element_size() / _seconds_per_call(lambda: x.mul_(1.0), device, 1, 2 if quick else 5)
 
 
 def _is_matmul_op(name: str) -> bool:
@@ -319,8 +315,8 @@ def step_split(runner: "CompiledRunner", steps: int, quick: bool = False) -> dic
         float(state.diverged_step.sum())
         wall = time.perf_counter() - start
     matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if _is_matmul_op(e.key))
-    numel = sum(p.numel() for p in state.params.values())  # all K configs
-    moved = numel * 4 * (3 + 2 * len(runner.pop.family.state_names))
+    param_bytes = sum(p.numel() * p.element_size() for p in state.params.values())  # all K configs
+    moved = param_bytes * (3 + 2 * len(runner.pop.family.state_names))
     step_ms, matmul_ms, update_ms = wall / steps * 1e3, matmul_us / 1e3 / steps, moved / bandwidth * 1e3
     return {"k": runner.k, "step_ms": step_ms, "matmul_ms": matmul_ms, "update_floor_ms": update_ms,
             "other_ms": step_ms - matmul_ms, "floor_ms": matmul_ms + update_ms,
@@ -478,8 +474,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log(f"matmul peak (float32): {peak / 1e9:.1f} GFLOP/s")
     report: dict[str, Any] = {"device": args.device, "device_name": device_name,
                               "torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "matmul_peak_flops": peak,
-                              "quick": args.quick, "cases": {}}
+                              "matmul_peak_flops": peak, "quick": args.quick, "cases": {}}
     for name in args.cases:
         case = run_case(name, args.device, ks, seconds, args.quick, peak, log, repeats=max(1, args.repeats),
                         compiled=args.compiled, use_jax=use_jax)

@@ -309,3 +309,56 @@ def test_store_benchmark_queries_match_the_simple_way():
     rows = {name: q["rows_returned"] for name, q in report["queries"].items()}
     assert rows == {"one_task": 12, "family_test_split": 24, "configs_0_to_7": 96, "everything": 96}
     assert all(q["speedup_vs_simple"] > 0 for q in report["queries"].values())
+
+
+_HOLD_CLAIM = textwrap.dedent("""
+    import sys, time
+    from taskset_lab.curves.store import claim_part
+    assert claim_part(sys.argv[1], sys.argv[2])
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_claim_left_by_a_killed_writer_is_cleared_and_a_live_one_kept(tmp_path):
+    """The root of the leftover-claim failure: a writer killed after writing its part but
+    before releasing its claim leaves claims/<part>.claim behind; nothing will ever claim a
+    finished part again, so the next collection must remove such files (and only those)."""
+    from taskset_lab.curves.store import CLAIMS_DIR, clear_stale_claims
+
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holders = {}
+    for part in ("dead", "alive"):
+        proc = subprocess.Popen([sys.executable, "-c", _HOLD_CLAIM, str(store), part], stdout=subprocess.PIPE,
+                                text=True, env=env)
+        assert proc.stdout.readline().strip() == "held"
+        holders[part] = proc
+    holders["dead"].kill()
+    holders["dead"].wait()
+    try:
+        claims = store / CLAIMS_DIR
+        assert sorted(p.name for p in claims.iterdir()) == ["alive.claim", "dead.claim"]
+        assert clear_stale_claims(store) == ["dead"]
+        assert sorted(p.name for p in claims.iterdir()) == ["alive.claim"]  # the live holder keeps its claim
+        assert clear_stale_claims(store) == []
+    finally:
+        holders["alive"].kill()
+        holders["alive"].wait()
+    assert clear_stale_claims(store) == ["alive"]
+
+
+def test_resuming_a_finished_store_removes_the_claims_of_killed_writers(tmp_path):
+    """A complete store with a dead writer's claim file (its part written, its claim not given
+    back): the resumed collection skips every part and leaves no claim behind."""
+    spec = CollectionSpec("adam1p", num_configs=2, total_steps=2, eval_every=1, eval_batches=1, progress=False,
+                          device="cpu")
+    store = tmp_path / "s"
+    collect_curves(spec, TINY_SPECS[:1], store)
+    parts = list_parts(store)
+    stale = store / "claims" / f"{parts[0]}.claim"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("host pid 1 since 2026-01-01T00:00:00\n")
+    summary = collect_curves(spec, TINY_SPECS[:1], store)
+    assert summary["parts_done"] == 0 and summary["parts_skipped"] == len(parts)
+    assert not stale.exists()

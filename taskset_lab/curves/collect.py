@@ -24,7 +24,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from taskset_lab.curves.store import RUNS_DIR, SUFFIX, claim_part, ensure_manifest, part_done, part_name, write_part
+from taskset_lab.curves.store import (RUNS_DIR, SUFFIX, claim_part, clear_stale_claims, ensure_manifest, part_done,
+                                      part_name, write_part)
 from taskset_lab.curves.spec import CollectionSpec
 from taskset_lab.engine.population import PopulationResult, train_population
 from taskset_lab.errors import DataError
@@ -149,6 +150,7 @@ def collect_curves(spec: CollectionSpec, task_specs: Sequence[TaskLike],
                             "chunk_size": spec.chunk_size, "dtype": spec.dtype,
                             "divergence_factor": float(spec.divergence_factor)},
                     [s.to_dict() for s in specs], replicas)
+    clear_stale_claims(store)  # claims of killed writers, whose parts may already be written
     todo = [it for it in items if not part_done(store, it.part)]
     for it in items:
         if part_done(store, it.part):
@@ -196,6 +198,7 @@ def collect_curves(spec: CollectionSpec, task_specs: Sequence[TaskLike],
             log.info("[%d/%d] %s: %d configs in %.1f s (%.0f cfg-steps/s so far, %d diverged)", done + 1,
                      len(todo), it.part, len(it.config_ids), result.seconds, rate, n_diverged)
     bar.close()
+    clear_stale_claims(store)  # a writer killed while we ran may have finished its part first
     seconds = time.perf_counter() - start
     return {
         "store_dir": str(store),

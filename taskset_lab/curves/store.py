@@ -19,7 +19,8 @@ and the expected numbers of rows (from the manifest); a damaged one is logged by
 to ``damaged/`` and computed again. A writer whose settings differ from the manifest's is
 refused (:class:`DataError`), so one store never mixes collections. Writers with the same
 settings share the work: a part is computed only by the process holding its claim, an OS
-lock (``fcntl``) that dies with its holder, so a killed writer never blocks a part.
+lock (``fcntl``) that dies with its holder, so a killed writer never blocks a part; the claim
+files such a writer leaves behind are removed by the next collection (:func:`clear_stale_claims`).
 
 Reads go through ``pyarrow.dataset``: only the requested columns are read, and row filters
 (task, family, optimizer, config id, replica) are pushed down; filters on task and optimizer
@@ -282,6 +283,49 @@ def release_part(store: str | os.PathLike, part: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def clear_stale_claims(store: str | os.PathLike) -> list[str]:
+    """Remove the claim files no live process holds; returns the parts they named.
+
+    A claim file outlives its holder when the holder was killed after writing its part but
+    before giving the claim back (:func:`write_part` writes the part, then releases). Its lock
+    died with the holder, so the file blocks nobody, but it would say a part is being computed
+    when nothing is. A file whose lock can be taken is stale: it is removed under that lock (a
+    writer that opens it afterwards sees a different inode at the path and starts over, as in
+    :func:`claim_part`). Claims held by this process or by another live one are left alone.
+    """
+    import fcntl
+
+    folder = Path(store) / CLAIMS_DIR
+    if not folder.is_dir():
+        return []
+    cleared = []
+    for path in sorted(folder.glob("*.claim")):
+        if str(path) in _HELD:  # ours (fcntl locks are per process: we could "take" it again)
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                continue  # a live holder
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                path.unlink()
+                cleared.append(path.name[: -len(".claim")])
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(fd)
+    if cleared:
+        log.info("curve store %s: removed %d claims of writers that are gone", store, len(cleared))
+    return cleared
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:

@@ -277,7 +277,11 @@ def test_seeds_0_to_7_build_and_train(family):
         if family in RNN_FAMILIES:
             assert full.data_substitute == "pydoc"
         task = build_task(shrink(config, batch=2, patch=4), offline_data="substitute")
-        result = train_population(task, sgd, hps, total_steps=20, eval_every=20, eval_batches=1, max_chunk=1)
+        # no divergence rule: it would NaN a config from step 0 whose first minibatch loss is far
+        # above the one evaluation batch (seed 7's relu VRNN: minibatch losses 0-140 at init),
+        # and this test asks only that the task's losses at init are finite
+        result = train_population(task, sgd, hps, total_steps=20, eval_every=20, eval_batches=1, max_chunk=1,
+                                  divergence_factor=math.inf)
         assert result.steps == [0, 20]
         for s in SPLITS:
             assert torch.isfinite(result.losses[s][:, 0]).all(), (family, seed, s)

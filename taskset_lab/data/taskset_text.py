@@ -42,8 +42,9 @@ each validation split instead, so it keeps a train split. At most ``MAX_EXAMPLES
 already shuffled).
 
 Offline stand-in (``offline_data="substitute"``): Python's ``pydoc_data`` topic texts, one
-example per paragraph (``"\\n\\n"``), train/test 70/30 by paragraph-index hash; classification
-label = parity of the topic's index in sorted order (the stand-in has no sentiment).
+example per paragraph (``"\\n\\n"``), train/test 70/30 by paragraph-index hash; half the
+paragraphs (by another hash) are upper-cased, and the classification label says which
+(the stand-in has no sentiment; the label is visible in any window of the text).
 """
 
 from __future__ import annotations
@@ -314,18 +315,29 @@ def read_amazon(root: Path, source: str, name: str) -> dict[str, RawSplit]:
     return {s: (t, lab) for s, (t, lab) in out.items()}
 
 
+def stand_in_label(index: int) -> int:
+    """The pydoc stand-in's label of paragraph ``index``: 1 for the half (by hash) shown in upper case."""
+    return hashlib.blake2b(f"pydoc-case:{index}".encode(), digest_size=8).digest()[0] & 1
+
+
 def read_stand_in() -> dict[str, RawSplit]:
-    """The pydoc stand-in: paragraphs of the topic texts, labelled by topic-index parity."""
+    """The pydoc stand-in: paragraphs of the topic texts; label 1 = the paragraph is upper-cased.
+
+    The label must be a function of the text that any window a task reads can show (text
+    classifiers read ``patch_length`` tokens, as few as a dozen bytes): half the paragraphs,
+    chosen by hash, are upper-cased and labelled 1. (A label by topic, which a window cannot
+    reveal, left every classifier at its initial loss.)"""
     from pydoc_data.topics import topics
 
     out: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
     index = 0
-    for t, key in enumerate(sorted(topics)):
+    for key in sorted(topics):
         for para in topics[key].split("\n\n"):
             if len(para.strip()) > 5:
                 texts, labels = out["train" if _train_by_hash(f"pydoc:{index}") else "test"]
-                texts.append(para)
-                labels.append(t % 2)
+                label = stand_in_label(index)
+                texts.append(para.upper() if label else para)
+                labels.append(label)
                 index += 1
     return dict(out)
 

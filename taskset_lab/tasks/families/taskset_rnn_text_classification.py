@@ -21,8 +21,8 @@ from its (possibly trainable) initial state; outputs ``[B, T, H]`` reduced over 
 ``logits = Linear(2, w_init)``.
 
 **Loss convention**: mean softmax cross-entropy with the one-hot label, in nats.
-Offline (``offline_data="substitute"``) the pydoc stand-in is used (labels: topic-index
-parity) and ``task.data_substitute = "pydoc"``.
+Offline (``offline_data="substitute"``) the pydoc stand-in is used (label: whether the
+paragraph is upper-cased, visible in any window) and ``task.data_substitute = "pydoc"``.
 """
 
 from __future__ import annotations

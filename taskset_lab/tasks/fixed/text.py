@@ -39,7 +39,7 @@ embedding size (64 otherwise).
 Data (:mod:`taskset_lab.data.taskset_text`): 3000 examples per validation split, random
 windows per example, batches seeded by the task's name. Offline (``offline_data=
 "substitute"``) both kinds run on the pydoc stand-in (bytes, or a subword vocabulary trained
-on it with the same tokenizer; labels = topic-index parity) and ``task.data_substitute =
+on it with the same tokenizer; label = whether the paragraph is upper-cased) and ``task.data_substitute =
 "pydoc"``. Every name agrees with TaskSet's code (core, width, embedding, readout, patch
 length, batch size).
 """

@@ -365,9 +365,16 @@ def _encoded(source: str, encoding: str, root: str, substitute: bool, vocab_size
     raw = read_stand_in() if substitute else read_source(source, name, root)
     if encoding == "bytes":
         return {s: bytes_corpus(*raw[s]) for s in ("train", "test")}
-    folder = Path(root) / (STAND_IN if substitute else _source_folder(source))
+    folder = stand_in_cache_dir() if substitute else Path(root) / _source_folder(source)
     tok = subword_tokenizer(raw["train"][0], folder / f"subwords{vocab_size}.bpe.json", vocab_size)
     return {s: subword_corpus(tok, *raw[s]) for s in ("train", "test")}
+
+
+def stand_in_cache_dir() -> Path:
+    """Where the stand-in's trained tokenizers are kept: ``$TASKLAB_CACHE_DIR/pydoc`` (default
+    ``~/.cache/taskset_lab/pydoc``). They derive from text that ships with Python, not from a
+    user's data, so they never go into the data folder (by default under the current folder)."""
+    return Path(os.environ.get("TASKLAB_CACHE_DIR", "~/.cache/taskset_lab")).expanduser() / STAND_IN
 
 
 def _source_folder(source: str) -> str:

@@ -2,6 +2,8 @@
 
     tasklab pipeline=TASKS                       # families and fixed tasks, one line each
     tasklab pipeline=TASKS name=mlp_family_seed12 # config, parameters, FLOPs and time per step
+    tasklab pipeline=TASKS name=mlp_family        # a family: its fields and their sampled ranges
+    tasklab pipeline=TASKS name=nadamw            # a search space: its hparams' sampled ranges
 
 Listing builds each fixed task on its offline stand-in where its data is absent (stand-ins
 have the real shapes, so parameter counts are the real ones) and says whether the real data
@@ -80,6 +82,7 @@ class TasksPipeline(Pipeline):
         from taskset_lab.pipelines.base import require_positive_int
 
         require_positive_int(self.cfg, "seeds_per_family", default=1)
+        self._samples()
 
     def _data(self) -> dict[str, Any]:
         return {"data_dir": str(OmegaConf.select(self.cfg, "misc.data_dir", default="data")),
@@ -125,7 +128,14 @@ class TasksPipeline(Pipeline):
             return {"name": name, "family": family, "parameters": None, "dataset": "?", "data_present": None}
 
     def describe(self, name: str) -> dict[str, Any]:
-        from taskset_lab.tasks.registry import get_task
+        from taskset_lab.optim.registry import family_names as optimizer_names
+        from taskset_lab.optim.hparam_list import builtin_list_names
+        from taskset_lab.tasks.registry import FAMILIES, get_task
+
+        if name in FAMILIES:
+            return self.describe_family(name)
+        if name in optimizer_names() or name in builtin_list_names():
+            return self.describe_search_space(name)
 
         offline = str(OmegaConf.select(self.cfg, "misc.offline_data", default="error"))
         task = get_task(name, offline_data=offline, **self._data())
@@ -143,3 +153,89 @@ class TasksPipeline(Pipeline):
         print(f"time/step:   {info['seconds_per_step'] * 1e3:.2f} ms here (Adam, {torch.get_num_threads()} threads)")
         print("config:      " + json.dumps(task.config, sort_keys=True))
         return info
+
+    def _samples(self) -> int:
+        from taskset_lab.pipelines.base import require_positive_int
+
+        return require_positive_int(self.cfg, "samples", default=100)
+
+    def describe_family(self, family: str) -> dict[str, Any]:
+        """A task family's config fields (type, what is allowed) and the values its sampler
+        draws over seeds ``0..samples-1``."""
+        from taskset_lab.tasks.registry import get_family, sample_task_config
+
+        n = self._samples()
+        fields = get_family(family).fields
+        draws = [sample_task_config(family, seed) for seed in range(n)]
+        rows = summarize_draws(draws, skip=("family",))
+        print(f"family:   {family}  (tasks {family}_seed<N>; `tasklab pipeline=TASKS name={family}_seed0` builds one)")
+        print(f"fields:   {len(fields) or len(rows)}; values drawn by TaskSet's sampler over seeds 0-{n - 1}")
+        width = max([len(r["key"]) for r in rows] + [5])
+        for r in rows:
+            field = fields.get(r["key"])
+            allowed = f"  [allowed: {field.describe()}]" if field is not None else ""
+            print(f"  {r['key']:<{width}}  {r['drawn']}{allowed}")
+        return {"family": family, "samples": n, "fields": rows}
+
+    def describe_search_space(self, name: str) -> dict[str, Any]:
+        """An optimizer search space (a family's sampler, or a built-in list): the values its
+        first ``samples`` configs take, config id by config id as CURVES trains them."""
+        from taskset_lab.optim.search_space import resolve_search_space
+
+        space = resolve_search_space(name)
+        n = self._samples() if space.size is None else min(self._samples(), space.size)
+        rows = summarize_draws([dict(space.hparams(i)) for i in range(n)])
+        kind = "list" if space.is_list else "optimizer family"
+        print(f"search space: {name}  ({kind} {space.family.name}; configs 0-{n - 1}"
+              f"{f' of {space.size}' if space.size is not None else ''}: `search_space={name}` in CURVES)")
+        width = max([len(r["key"]) for r in rows] + [5])
+        for r in rows:
+            print(f"  {r['key']:<{width}}  {r['drawn']}")
+        return {"search_space": name, "samples": n, "hparams": rows}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def summarize_draws(draws: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """One row per key of ``draws`` (dicts from a sampler): what values it took. Numbers give
+    their range (and how often they are 0, and whether they span decades, i.e. are drawn on a
+    log scale), strings and bools their frequencies, other values how many distinct ones."""
+    keys: list[str] = []
+    for d in draws:
+        keys += [k for k in d if k not in keys and k not in skip]
+    rows = []
+    for key in keys:
+        values = [d[key] for d in draws if key in d]
+        present = "" if len(values) == len(draws) else f" (in {len(values)} of {len(draws)})"
+        if values and all(_number(v) for v in values):
+            nonzero = [float(v) for v in values if v != 0]
+            zeros = len(values) - len(nonzero)
+            kind = "int" if all(isinstance(v, int) for v in values) else "float"
+            if nonzero:
+                low, high = min(nonzero), max(nonzero)
+                scale = " (log scale)" if low > 0 and high / low >= 100 else ""
+                drawn = f"{kind} {low:.4g} .. {high:.4g}{scale}"
+            else:
+                drawn = f"{kind} 0"
+            if zeros and nonzero:
+                drawn += f"; 0 in {zeros / len(values):.0%}"
+        elif values and all(isinstance(v, (str, bool)) for v in values):
+            counts: dict[Any, int] = {}
+            for v in values:
+                counts[v] = counts.get(v, 0) + 1
+            drawn = ", ".join(f"{v!r} {c / len(values):.0%}" for v, c in sorted(counts.items(), key=lambda kv: -kv[1]))
+        elif values and all(isinstance(v, list) and all(_number(x) for x in v) for v in values):
+            lengths = [len(v) for v in values]
+            items = [x for v in values for x in v]
+            kind = "ints" if all(isinstance(x, int) for x in items) else "floats"
+            drawn = f"lists of {min(lengths)}..{max(lengths)} {kind}"
+            if items:
+                drawn += f" in {min(items):.4g} .. {max(items):.4g}"
+        else:
+            distinct = {json.dumps(v, sort_keys=True, default=str) for v in values}
+            example = json.dumps(values[0], default=str) if values else "-"
+            drawn = f"{len(distinct)} distinct values, e.g. {example[:80]}"
+        rows.append({"key": key, "drawn": drawn + present})
+    return rows

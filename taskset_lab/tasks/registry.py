@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from taskset_lab.errors import TasklabError
 from taskset_lab.registry import Registry, UnknownNameError
 from taskset_lab.tasks.base import Task
 
@@ -112,11 +113,32 @@ def parse_sampled_name(name: str) -> tuple[str, int] | None:
     return None
 
 
+#: TaskSet seeds a family's sampler with ``numpy.random.RandomState(seed)``: seeds are uint32
+MAX_TASK_SEED = 2**32 - 1
+
+
+def check_task_seed(family: str, seed: Any) -> int:
+    """``seed`` as an int in TaskSet's range ``[0, 2**32 - 1]``; a :class:`TasklabError` otherwise."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_TASK_SEED:
+        raise TasklabError(f"task seed of {family} must be an integer in [0, {MAX_TASK_SEED}] "
+                           f"(TaskSet's sampler seeds), got {seed!r}")
+    return int(seed)
+
+
 def sample_task_config(family: str, seed: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The config of task ``seed`` of ``family`` (JSON round-trip safe), with ``overrides`` applied
     and checked against the family's fields; derived keys are recomputed."""
     fam = get_family(family)
-    config = _json(fam.sample(int(seed)))
+    seed = check_task_seed(family, seed)
+    try:
+        config = _json(fam.sample(seed))
+    except ValueError as exc:  # numpy's RandomState(seed + the family's offset) beyond uint32
+        if "Seed must be between" not in str(exc):
+            raise
+        raise TasklabError(f"task seed {seed} is out of range for {family}: TaskSet's sampler seeds numpy with "
+                           f"the seed plus the family's offset, which must stay below 2**32") from None
     if overrides:
         from taskset_lab.tasks.fields import check_override_keys
 
@@ -185,11 +207,17 @@ def build_fixed_task(name: str, data_dir: str | None = None, download: bool = Fa
 def get_task(name: str, data_dir: str | None = None, download: bool = False,
              offline_data: str = "error") -> Task:
     """The task called ``name``: a fixed task, or ``<family>_seed<N>`` of a registered family."""
+    if not isinstance(name, str) or not name:
+        raise TasklabError(f"a task name must be a non-empty string (a fixed task or <family>_seed<N>), got {name!r}; "
+                           "task_names() lists them")
     if name in FIXED_TASKS:
         return build_fixed_task(name, data_dir=data_dir, download=download, offline_data=offline_data)
     parsed = parse_sampled_name(name)
     if parsed is not None:
         return sample_task(*parsed, data_dir=data_dir, download=download, offline_data=offline_data)
+    if name in FAMILIES:
+        raise TasklabError(f"'{name}' is a task family, not a task: its tasks are {name}_seed<N> "
+                           f"(N in [0, {MAX_TASK_SEED}]); `tasklab pipeline=TASKS name={name}` describes the family")
     known = [f"{f}_seed<N>" for f in family_names()] + fixed_task_names()
     raise UnknownNameError("task", name, known)
 

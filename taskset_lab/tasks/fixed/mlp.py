@@ -51,7 +51,9 @@ def build_fixed_image_task(make: Callable[[Any, tuple[int, int, int], int], Task
     spec.batch_size, num_per_valid=...)``: ``make(data, (C, H, W), classes)``, marked with
     its stand-in if any (:func:`build_image_task`); the batch order is seeded by the name."""
     config = {"name": spec.name, "dataset": [spec.dataset, {"bs": int(spec.batch_size), "num_train": None}, None]}
-    return build_image_task(make, config, data_dir, download, offline_data, num_per_valid=int(num_per_valid))
+    task = build_image_task(make, config, data_dir, download, offline_data, num_per_valid=int(num_per_valid))
+    task.dataset_name = spec.dataset  # the dataset the code loads (the catalogue shows it)
+    return task
 
 
 class AlwaysDropout(nn.Module):

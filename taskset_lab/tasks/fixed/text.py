@@ -210,6 +210,7 @@ def build_spec(spec: FixedTextSpec, data_dir: str | None = None, download: bool 
     data = TextWindowData(splits, spec.patch_length, spec.batch_size, seed=config_seed({"name": spec.name}),
                           labels=classify)
     task: Task = FixedTextRNNClassificationTask(spec, data) if classify else FixedLMTask(spec, data)
+    task.dataset_name = spec.dataset  # the dataset the code loads (the catalogue shows it)
     if substitute:
         task.data_substitute = substitute
     return task

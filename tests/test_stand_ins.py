@@ -65,3 +65,21 @@ def test_the_text_stand_in_label_is_visible_in_every_window():
     splits, substitute = load_text_dataset("imdb_reviews/bytes", offline_data="substitute",
                                            data_dir=str(REPO / "no-such-folder"))
     assert substitute == "pydoc" and set(torch.unique(splits["train"].labels).tolist()) == {0, 1}
+
+
+def test_the_quickstart_configs_say_how_many_tasks_they_hold():
+    """The comments of the quickstart's configs count its tasks right (they drifted once)."""
+    import re
+
+    from taskset_lab.tasks.registry import FIXED_TASKS
+
+    words = {4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight"}
+    n_fixed = sum(name in FIXED_TASKS for name in QUICKSTART)
+    task_set = (REPO / "example_configs" / "task_set" / "quickstart.yaml").read_text()
+    assert f"{len(QUICKSTART)} tasks under TaskSet's names" in task_set
+    assert f"{words[n_fixed]} of its fixed tasks" in task_set
+    curves = (REPO / "example_configs" / "index" / "curves_quickstart.yaml").read_text()
+    assert re.search(r"quickstart task set \((\d+) TaskSet tasks\)", curves).group(1) == str(len(QUICKSTART))
+    readme = (REPO / "README.md").read_text()
+    assert f"learning curves\nof {len(QUICKSTART)} TaskSet tasks" in readme or f"of {len(QUICKSTART)} TaskSet tasks" in readme
+    assert f"{words[n_fixed]} fixed tasks that generate their own data" in readme

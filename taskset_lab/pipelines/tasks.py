@@ -4,6 +4,8 @@
     tasklab pipeline=TASKS name=mlp_family_seed12 # config, parameters, FLOPs and time per step
     tasklab pipeline=TASKS name=mlp_family        # a family: its fields and their sampled ranges
     tasklab pipeline=TASKS name=nadamw            # a search space: its hparams' sampled ranges
+    tasklab pipeline=TASKS plot=embedding curves_dir=<store>  # the map of a store's tasks
+    tasklab pipeline=TASKS plot=catalogue         # parameter counts per family (PNG)
 
 Listing builds each fixed task on its offline stand-in where its data is absent (stand-ins
 have the real shapes, so parameter counts are the real ones) and says whether the real data
@@ -16,8 +18,10 @@ import fnmatch
 import json
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import OmegaConf
 
@@ -82,6 +86,20 @@ class TasksPipeline(Pipeline):
         from taskset_lab.pipelines.base import require_positive_int
 
         require_positive_int(self.cfg, "seeds_per_family", default=1)
+        plot = OmegaConf.select(self.cfg, "plot", default=None)
+        if plot not in (None, "embedding", "catalogue"):
+            raise ConfigError("plot", f"must be embedding (the map of a store's tasks) or catalogue, got {plot!r}")
+        if plot == "embedding":
+            store = OmegaConf.select(self.cfg, "curves_dir", default=None)
+            if store is None:
+                raise ConfigError("curves_dir", "plot=embedding needs curves_dir=<a curve store>")
+            if not Path(str(store)).is_dir():
+                raise ConfigError("curves_dir", f"{store} is not a folder (a curve store from CURVES or HPARAM_LIST)")
+            method = OmegaConf.select(self.cfg, "method", default="tsne")
+            from taskset_lab.viz.task_map import METHODS
+
+            if method not in METHODS:
+                raise ConfigError("method", f"must be one of {', '.join(METHODS)}, got {method!r}")
         self._samples()
 
     def _data(self) -> dict[str, Any]:
@@ -89,8 +107,55 @@ class TasksPipeline(Pipeline):
                 "download": False}
 
     def run(self) -> dict[str, Any]:
+        plot = OmegaConf.select(self.cfg, "plot", default=None)
+        if plot == "embedding":
+            return self.embedding()
         name = OmegaConf.select(self.cfg, "name", default=None)
-        return self.describe(name) if name else self.catalogue()
+        if name:
+            return self.describe(name)
+        summary = self.catalogue()
+        if plot == "catalogue":
+            summary["plot"] = str(self.plot_catalogue(summary["tasks"]))
+        return summary
+
+    def _output_dir(self) -> Path:
+        return Path(str(OmegaConf.select(self.cfg, "output_dir", default="outputs/tasks")))
+
+    def embedding(self) -> dict[str, Any]:
+        """The map of the tasks of ``curves_dir`` (:mod:`taskset_lab.viz.task_map`)."""
+        from taskset_lab.viz.task_map import task_map, write_task_map
+
+        store = Path(str(OmegaConf.select(self.cfg, "curves_dir")))
+        frame = task_map(store, method=str(OmegaConf.select(self.cfg, "method", default="tsne")),
+                         seed=int(OmegaConf.select(self.cfg, "global_seed", default=0)))
+        paths = write_task_map(frame, self._output_dir(), title=f"tasks of {store.name or store}")
+        print(f"map of {len(frame)} tasks ({frame['task_family'].nunique()} families) from {store}:")
+        for path in paths:
+            print(f"  {path}")
+        return {"tasks": len(frame), "files": [str(p) for p in paths]}
+
+    def plot_catalogue(self, rows: list[dict[str, Any]]) -> Path:
+        """Parameter counts per family on a log axis (TaskSet's "7 orders of magnitude")."""
+        from taskset_lab.viz.plots import _pyplot, _save
+
+        counts: dict[str, list[int]] = {}
+        for r in rows:
+            if isinstance(r["parameters"], int):
+                counts.setdefault(str(r["family"]), []).append(r["parameters"])
+        families = sorted(counts, key=lambda f: float(np.median(counts[f])))
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(8, 0.32 * len(families) + 1.2))
+        for i, family in enumerate(families):
+            ax.scatter(counts[family], [i] * len(counts[family]), s=14, alpha=0.7)
+        ax.set_yticks(range(len(families)), families, fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        spread = max(max(v) for v in counts.values()) / max(min(min(v) for v in counts.values()), 1)
+        title = f"{sum(map(len, counts.values()))} tasks: parameter counts span {np.log10(spread):.1f} decades"
+        ax.set_title(title)
+        path = _save(fig, self._output_dir() / "catalogue_parameters.png", dpi=120)
+        print(f"parameter counts per family ({title}): {path}")
+        return path
 
     def catalogue(self) -> dict[str, Any]:
         from taskset_lab.tasks.registry import FIXED_TASKS, build_fixed_task, family_names, sample_task

@@ -103,6 +103,51 @@ def precheck(argv: Sequence[str]) -> None:
         raise TasklabError(f"missing pipeline=<NAME>; valid pipelines: {', '.join(pipeline_names())}")
     if pipeline is not None and declared is not None and declared != pipeline:
         raise TasklabError(f"index '{index}' is written for pipeline {declared}, not {pipeline}")
+    check_launcher(argv)
+
+
+def check_launcher(argv: Sequence[str]) -> None:
+    """A SLURM launcher needs SLURM here (``sbatch`` on PATH): say so before Hydra starts."""
+    import shutil
+
+    launcher = _override_value(argv, "hydra/launcher")
+    if launcher == "submitit_slurm" and shutil.which("sbatch") is None:
+        raise TasklabError("hydra/launcher=submitit_slurm needs SLURM (no `sbatch` on PATH); on one machine use "
+                           "hydra/launcher=joblib (processes) or hydra/launcher=submitit_local")
+
+
+def task_name_overrides(argv: Sequence[str]) -> list[str]:
+    """``task=<a TaskSet task name>`` → ``task=named task.name=<name>``: every task the
+    catalogue lists trains by its name (``task=<option>`` of the task group is left alone)."""
+    dirs = [builtin_config_dir(), *_user_config_dirs(argv)]
+    options = set(_groups(dirs).get("task", []))
+    out: list[str] = []
+    for arg in argv:
+        if arg.startswith("task=") and arg[len("task="):] not in options and "," not in arg:
+            name = arg[len("task="):]
+            from taskset_lab.tasks.registry import get_task  # noqa: F401 (imports every family)
+            from taskset_lab.tasks.registry import FAMILIES, FIXED_TASKS, parse_sampled_name
+
+            if name in FIXED_TASKS or parse_sampled_name(name) is not None:
+                out += ["task=named", f"task.name={name}"]
+                continue
+            if name not in FAMILIES:
+                raise TasklabError(f"unknown task '{name}': task= takes a task config ({', '.join(sorted(options))}) "
+                                   "or a task name from `tasklab pipeline=TASKS` (a fixed task or <family>_seed<N>)")
+        out.append(arg)
+    return out
+
+
+def honour_explicit_list_size(cfg: Any) -> None:
+    """A list search space's ``size`` given on the command line wins over a preset's
+    ``num_configs`` (``debug=curves`` sets 8, which would shadow ``search_space.size=5``)."""
+    from omegaconf import OmegaConf, open_dict
+
+    keys = {override_key(o) for o in explicit_overrides() or []}
+    size = OmegaConf.select(cfg, "search_space.size", default=None)
+    if "search_space.size" in keys and "search_space.num_configs" not in keys and size is not None:
+        with open_dict(cfg):
+            cfg.search_space.num_configs = size
 
 
 def explicit_overrides() -> list[str] | None:
@@ -144,10 +189,36 @@ def check_loggers(cfg: Any) -> None:
     from taskset_lab.errors import ConfigError
 
     loggers = OmegaConf.select(cfg, "logger", default=None)
+    problem = wandb_login_problem(loggers)
+    if problem:
+        raise ConfigError("logger", problem)
     if OmegaConf.select(cfg, "pipeline", default=None) == "CURVES" and loggers:
         raise ConfigError("logger", f"CURVES logs to no experiment tracker (it writes a curve store and "
                                     f"curves_summary.json); got {', '.join(loggers)}; use logger=none, or "
                                     f"pipeline=HPARAM_LIST logger=wandb to log the learned list")
+
+
+def wandb_login_problem(loggers: Any) -> str | None:
+    """Why a W&B logger could not start here, or None: online mode (``WANDB_MODE`` unset or
+    ``online``) needs an API key (``WANDB_API_KEY`` or a ``wandb login`` entry in ~/.netrc),
+    else wandb asks for one interactively or fails with a long traceback."""
+    targets = [str(v.get("_target_", "")) for v in (loggers or {}).values() if hasattr(v, "get")]
+    if not any(t.endswith("WandbLogger") for t in targets):
+        return None
+    if os.environ.get("WANDB_MODE", "online") in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_DISABLED"):
+        return None
+    if os.environ.get("WANDB_API_KEY"):
+        return None
+    import netrc
+
+    try:
+        rc = netrc.netrc(os.environ.get("NETRC") or None)
+        if any(host in rc.hosts for host in ("api.wandb.ai", os.environ.get("WANDB_BASE_URL", "").split("//")[-1])):
+            return None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        pass
+    return ("logger=wandb needs a W&B login: run `wandb login` (or set WANDB_API_KEY), or log offline with "
+            "WANDB_MODE=offline (sync later with `wandb sync <run dir>`)")
 
 
 def run_pipeline(cfg: Any) -> dict[str, Any]:
@@ -163,6 +234,7 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
             from taskset_lab.pipelines import pipeline_names
 
             raise TasklabError(f"missing pipeline=<NAME>; valid pipelines: {', '.join(pipeline_names())}")
+        honour_explicit_list_size(cfg)
         pipeline = get_pipeline(str(name))(cfg)
         check_loggers(cfg)
         check_devices(cfg)
@@ -343,6 +415,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         argv.append("index=tasks")  # the catalogue needs no experiment of its own
     try:
         precheck(argv)
+        argv = task_name_overrides(argv)
         config_dir = builtin_config_dir()
     except TasklabError as exc:
         print(f"tasklab: error: {exc}", file=sys.stderr)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from conftest import run_tasklab
@@ -88,3 +90,29 @@ def test_pyproject_ships_every_python_package():
     packages = set(tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(repo).parts) for p in (repo / "taskset_lab").rglob("__init__.py")}
     assert found and found <= packages, sorted(found - packages)
+
+
+def test_wandb_without_login_or_offline_mode_is_one_line(tmp_path):
+    """No WANDB_MODE=offline and no credentials: one line saying how to log in or go offline,
+    before any training (wandb would otherwise prompt or print a long traceback)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"HOME": str(tmp_path), "NETRC": str(tmp_path / "no-netrc")})
+    command = [sys.executable, "-m", "taskset_lab", "pipeline=TRAIN", "index=train_quadratic", "debug=train",
+               "logger=wandb", f"output_dir={tmp_path / 'run'}"]
+    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "wandb login" in out.stderr and "WANDB_MODE=offline" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "curve.csv").exists()  # nothing trained
+
+
+def test_slurm_launcher_without_slurm_is_one_line(tmp_path):
+    import os
+
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no sbatch here
+    command = [sys.executable, "-m", "taskset_lab", "pipeline=CURVES", "index=curves_quickstart",
+               "hydra/launcher=submitit_slurm", "--multirun"]
+    out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 2 and "needs SLURM" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]

@@ -92,3 +92,14 @@ def test_ctrl_c_keeps_finished_parts_and_says_how_to_continue(tmp_path):
     assert 1 <= len(kept) < 7  # tiny has 7 tasks, one part each
     assert f"{len(kept)} finished parts are kept in {store}; the same command with curves_dir={store}" in out + err
     assert len(read_runs(store)) == 4 * len(kept)
+
+
+def test_an_explicit_list_size_wins_over_the_debug_preset(tmp_path):
+    import json
+
+    from conftest import run_tasklab
+
+    out = run_tasklab(["pipeline=CURVES", "index=curves_quickstart", "search_space=list", "search_space.size=5",
+                       "debug=curves", "task_set.fixed=[TwoD_Bowl1,TwoD_Beale]", f"output_dir={tmp_path}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "curves_summary.json").read_text())["configs"] == 5  # not debug's 8

@@ -31,6 +31,8 @@ def test_quickstart_with_tiny_overrides(tmp_path):
     evaluation = pd.read_csv(out / "evaluation.csv")
     assert {"list", "random", "best_single", "tpe"} <= set(evaluation["method"])
     assert "list" in summary["table"] and "random" in summary["table"]
+    header = next(line for line in summary["table"].splitlines() if line.startswith("method"))
+    assert header.split()[1:] == ["k=1", "k=3"]  # the table follows hparam_list.ks
     assert "opt_list" in set(evaluation["method"])  # opt_list's first entries, normalized together
     # an entry of the learned list is a ready optimizer that steps (two steps: a warmup's first
     # update has rate 0, as in opt_list's published schedule)
@@ -52,4 +54,13 @@ def test_missing_store_without_collection_is_a_clear_error(tmp_path):
 def test_bad_split_is_named(tmp_path):
     cfg = compose("quickstart", [*TINY, f"output_dir={tmp_path}", "hparam_list.select_split=nope"])
     with pytest.raises(TasklabError, match="hparam_list.select_split"):
+        run_pipeline(cfg)
+
+
+def test_more_folds_than_tasks_is_refused_not_cut(tmp_path):
+    out = tmp_path / "run"
+    run_pipeline(compose("quickstart", [*TINY, f"output_dir={out}"]))
+    cfg = compose("quickstart", [*TINY, f"output_dir={tmp_path / 'again'}", f"curves_dir={out / 'curves'}",
+                                 "hparam_list.folds=100"])
+    with pytest.raises(TasklabError, match=r"hparam_list.folds.*100 folds need at least as many tasks; the store has 7"):
         run_pipeline(cfg)

@@ -118,3 +118,30 @@ def test_ctrl_c_writes_the_curve_so_far_and_says_how_to_resume(tmp_path):
     curve = pd.read_csv(out / "curve.csv")
     assert len(curve) >= 2 and (curve["step"] % 50 == 0).all() and curve["step"].is_monotonic_increasing
     assert curve["train"].notna().all()
+
+
+def test_train_honours_offline_data_and_trains_any_task_by_its_name(tmp_path):
+    """misc.offline_data=substitute reaches TRAIN's task (the error that recommends it is true),
+    and every task TASKS lists trains by name: task=<fixed task> or task=<family>_seed<N>."""
+    import json
+
+    from conftest import run_tasklab
+
+    cases = [(["task=sampled", "task.family=mlp_family", "task.seed=12", "misc.offline_data=substitute"],
+              "mlp_family_seed12_on_digits"),
+             (["task=mnist_mlp", "misc.offline_data=substitute"], "_on_digits"),
+             (["task=Copy_VRNN128_BS128_Length20_Tokens10"], "Copy_VRNN128_BS128_Length20_Tokens10"),
+             (["task=mlp_family_seed12", "misc.offline_data=substitute"], "mlp_family_seed12_on_digits")]
+    for i, (args, name) in enumerate(cases):
+        out_dir = tmp_path / f"run{i}"
+        out = run_tasklab(["pipeline=TRAIN", "index=train_mlp_digits", *args, "debug=train", "total_steps=4",
+                           "eval_every=2", f"output_dir={out_dir}"], cwd=tmp_path)
+        assert out.returncode == 0, out.stderr[-2000:]
+        task = json.loads((out_dir / "summary.json").read_text())["task"]
+        assert task.endswith(name), (args, task)
+    absent = run_tasklab(["pipeline=TRAIN", "index=train_mlp_digits", "task=mnist_mlp", "debug=train",
+                          f"misc.data_dir={tmp_path / 'empty'}", f"output_dir={tmp_path / 'absent'}"], cwd=tmp_path)
+    assert absent.returncode == 2 and "misc.offline_data=substitute" in absent.stderr
+    bad = run_tasklab(["pipeline=TRAIN", "index=train_mlp_digits", "task=NoSuchTask", "debug=train"], cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown task 'NoSuchTask'" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -84,6 +84,9 @@ class HparamListPipeline(Pipeline):
         tasks = sorted(norm["task"].unique())
         tpe = OmegaConf.select(cfg, "hparam_list.tpe", default=None) or {}
         ks = list(OmegaConf.select(cfg, "hparam_list.ks", default=[1, 3, 10, 30]))
+        if int(hl.folds) > len(tasks):  # never cut silently while config.yaml says otherwise
+            raise ConfigError("hparam_list.folds", f"{int(hl.folds)} folds need at least as many tasks; the store "
+                                                   f"has {len(tasks)} (use hparam_list.folds<={len(tasks)})")
         evaluation = evaluate_hparam_list(
             norm, length=int(hl.length), folds=int(hl.folds), seed=int(OmegaConf.select(cfg, "global_seed", default=0)),
             leave_one_family_out=bool(hl.get("leave_one_family_out", True)), hparams=hparams,
@@ -94,14 +97,14 @@ class HparamListPipeline(Pipeline):
                                   tasks, task_families(norm, tasks), objective)
         paths = write_report(self.output_dir, hlist, norm, evaluation)
         plots = plot_hparam_list_results(evaluation.evaluation, self.output_dir)
-        table = format_table(evaluation.summary, speedup=evaluation.speedup,
+        table = format_table(evaluation.summary, ks=ks, speedup=evaluation.speedup,
                              reference_speedup=evaluation.reference_speedup)
         loggers = build_loggers(cfg)
         for lg in loggers:
             if type(lg).__name__ == "WandbLogger":
                 from taskset_lab.hparam_list import log_to_wandb
 
-                log_to_wandb(lg.experiment, evaluation.summary, hlist)
+                log_to_wandb(lg.experiment, evaluation.summary, hlist, ks=ks)
         finish_loggers(loggers)
         print(table)
         print(f"hparam list: {self.output_dir / 'hparam_list.json'}")

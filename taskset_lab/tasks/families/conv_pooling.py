@@ -131,12 +131,15 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     if not (isinstance(strides, list) and len(strides) == len(channels)
             and all(s in (1, 2) for s in strides)):
         raise ConfigError("strides", f"must be one stride (1 or 2) per layer, got {strides!r}")
-    data, shape, num_classes = image_task_data(config, data_dir, download)
+    data, shape, num_classes, substitute = image_task_data(config, data_dir, download, offline_data)
     sizes = spatial_sizes(min(shape[1:]), strides, config["padding"])
     if min(sizes) < 1:
         raise ConfigError("strides", f"the spatial size on {config['dataset']} goes {sizes}, below 1; "
                                      "use fewer layers, stride 1 or 'same' padding")
-    return ConvPoolingTask(config, data, int(shape[0]), num_classes)
+    task = ConvPoolingTask(config, data, int(shape[0]), num_classes)
+    if substitute:
+        task.data_substitute = substitute
+    return task
 
 
 FIELDS = {

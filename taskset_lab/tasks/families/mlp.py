@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from taskset_lab.data import EMBEDDED_IMAGE_DATASETS, IMAGE_DATASETS, load_dataset
-from taskset_lab.errors import ConfigError
+from taskset_lab.errors import ConfigError, DataError
 from taskset_lab.tasks.base import Batch, Task, TaskData, TensorData
 from taskset_lab.tasks.nn import (
     ACTIVATIONS,
@@ -75,17 +75,28 @@ class ImageClassificationTask(Task):
         return F.cross_entropy(output, batch[1])
 
 
-def image_task_data(config: dict[str, Any], data_dir: str | None, download: bool
-                    ) -> tuple[TaskData, tuple[int, ...], int]:
-    """``(task data, image shape [C, H, W], number of classes)`` of ``config["dataset"]``; the
-    data is device-resident unless it exceeds the memory budget (then it streams)."""
+STAND_IN = "digits"
+
+
+def image_task_data(config: dict[str, Any], data_dir: str | None, download: bool, offline_data: str = "error"
+                    ) -> tuple[TaskData, tuple[int, ...], int, str | None]:
+    """``(task data, image shape [C, H, W], number of classes, stand-in)`` of
+    ``config["dataset"]``; the data is device-resident unless it exceeds the memory budget (then
+    it streams). With ``offline_data="substitute"`` an absent dataset is replaced by the
+    embedded digits (stand-in ``"digits"``, else None)."""
     name = check_choice(config, "dataset", tuple(IMAGE_DATASETS))
     batch_size = int(config["batch_size"])
     if batch_size < 1:
         raise ConfigError("batch_size", f"must be >= 1, got {batch_size}")
-    splits = load_dataset(name, data_dir=data_dir, download=download)
+    substitute = None
+    try:
+        splits = load_dataset(name, data_dir=data_dir, download=download)
+    except DataError:
+        if offline_data != "substitute":
+            raise
+        splits, substitute, name = load_dataset(STAND_IN), STAND_IN, STAND_IN
     data = choose_task_data(splits, batch_size, seed=int(config["data_seed"]))
-    return data, tuple(splits["train"][0].shape[1:]), IMAGE_DATASETS[name].num_classes
+    return data, tuple(splits["train"][0].shape[1:]), IMAGE_DATASETS[name].num_classes, substitute
 
 
 class MLP(nn.Module):
@@ -126,11 +137,14 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     hidden = config.get("hidden")
     if not (isinstance(hidden, list) and all(isinstance(h, int) and h >= 1 for h in hidden)):
         raise ConfigError("hidden", f"must be a list of positive layer widths, got {hidden!r}")
-    data, shape, num_classes = image_task_data(config, data_dir, download)
+    data, shape, num_classes, substitute = image_task_data(config, data_dir, download, offline_data)
     in_features = 1
     for s in shape:
         in_features *= int(s)
-    return MLPTask(config, data, in_features, num_classes)
+    task = MLPTask(config, data, in_features, num_classes)
+    if substitute:
+        task.data_substitute = substitute
+    return task
 
 
 FIELDS = {

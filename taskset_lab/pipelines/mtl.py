@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -55,8 +56,12 @@ def parse_task_list(value: Any, field: str) -> list[int]:
     raise ConfigError(field, f"must be a positive int N (tasks 1..N) or a list of task ids, got {value!r}")
 
 
+#: a finished single-task baseline: its settings and final metrics (written last, atomically)
+BASELINE_RECORD = "baseline.json"
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     frame.to_csv(tmp, index=False)
     os.replace(tmp, path)
     return path
@@ -141,30 +146,42 @@ class MTLPipeline(Pipeline):
         except SystemExit:
             if not trainer.interrupted:
                 raise
-            self._write_records(module, out)
+            # the records so far, never final metrics: a half-trained model's numbers must not
+            # pass for a finished run's (a rerun would take them for a finished baseline)
+            self._write_records(module, out, final=False)
             finish_loggers(loggers)
             raise KeyboardInterrupt from None
         seconds = time.perf_counter() - start
         finish_loggers(loggers)
-        self._write_records(module, out)
+        self._write_records(module, out, final=module.diverged_step is None)
         return {"seconds": seconds, "steps": int(module.global_step), "diverged_step": module.diverged_step}
 
-    def _write_records(self, module, out: Path) -> None:
+    def _write_records(self, module, out: Path, final: bool = True) -> None:
         out.mkdir(parents=True, exist_ok=True)
+        if not final:
+            for stale in ("final_metrics.csv", "delta_m.csv", BASELINE_RECORD):
+                (out / stale).unlink(missing_ok=True)
         if module.records:
             write_csv(pd.DataFrame(module.records), out / "metrics.csv")
         if module.au_records:
             write_csv(pd.DataFrame(module.au_records), out / "au.csv")
         if module.weight_records:
             write_csv(pd.DataFrame(module.weight_records), out / "loss_weights.csv")
-        final = module.final_metrics()
+        if not final:
+            return
+        final_metrics = module.final_metrics()
         rows = [{"task": t, "task_name": module.dm.tasks[t].name, "metric": m, "value": v}
-                for t, metrics in final.items() for m, v in metrics.items()]
+                for t, metrics in final_metrics.items() for m, v in metrics.items()]
         if rows:
             write_csv(pd.DataFrame(rows), out / "final_metrics.csv")
 
     # -- baselines ------------------------------------------------------------------------
     def baseline_key(self, tasks: list[int]) -> str:
+        text = json.dumps(self.baseline_settings(tasks), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def baseline_settings(self, tasks: list[int]) -> dict[str, Any]:
+        """What decides a single-task baseline's numbers (recorded with it, compared on reuse)."""
         from taskset_lab.mtl.optim import BASE_NAME
 
         opt = _plain(self.cfg.optimizer)
@@ -176,8 +193,37 @@ class MTLPipeline(Pipeline):
                    "steps": int(self.cfg.total_steps), "eval_every": int(self.cfg.eval_every),
                    "seed": int(self.cfg.global_seed), "tasks": tasks,
                    "trainer_accelerator": str(OmegaConf.select(self.cfg, "trainer.accelerator", default=""))}
-        text = json.dumps(payload, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
+        return json.loads(json.dumps(payload, sort_keys=True, default=str))
+
+    def finished_baseline(self, folder: Path, task: int) -> dict[str, float] | None:
+        """The metrics of the finished baseline of ``task`` in ``folder``, or None (with a
+        warning naming the path) when there is none or it cannot be used: damaged, trained
+        with other settings, or not finite. Such a baseline is trained again, never mixed in."""
+        record = folder / BASELINE_RECORD
+        if not record.is_file():
+            if (folder / "final_metrics.csv").is_file():
+                log.warning("MTL: %s has no %s (an unfinished or older baseline): training it again",
+                            folder, BASELINE_RECORD)
+            return None
+        try:
+            data = json.loads(record.read_text())
+            settings, metrics = data["settings"], {str(k): float(v) for k, v in data["metrics"].items()}
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("MTL: damaged baseline record %s (%s): training it again", record, exc)
+            return None
+        if settings != self.baseline_settings([task]):
+            log.warning("MTL: baseline %s was trained with other settings: training it again", folder)
+            return None
+        if not metrics or not all(math.isfinite(v) for v in metrics.values()):
+            log.warning("MTL: baseline %s holds no finite metrics (%s): training it again", record, metrics)
+            return None
+        return metrics
+
+    def _write_baseline_record(self, folder: Path, task: int, metrics: dict[str, float]) -> None:
+        path = folder / BASELINE_RECORD
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"settings": self.baseline_settings([task]), "metrics": metrics}, indent=2))
+        os.replace(tmp, path)
 
     def train_single_tasks(self, dm, tasks: list[int], root: Path) -> dict[int, dict[str, float]]:
         """Each task trained alone (STL); ``root/task_<t>/`` holds its records."""
@@ -185,14 +231,19 @@ class MTLPipeline(Pipeline):
 
         results = {}
         for t in tasks:
-            done = root / f"task_{t}" / "final_metrics.csv"
-            if done.is_file():
-                results[t] = read_final_metrics(done)[t]
+            folder = root / f"task_{t}"
+            found = self.finished_baseline(folder, t)
+            if found is not None:
+                results[t] = found
                 continue
             module = self._module(dm, [t], STL(), [t])
             log.info("MTL: single-task baseline for task %d (%s)", t, dm.tasks[t].name)
-            self._fit(module, root / f"task_{t}", with_loggers=False)
-            results[t] = module.final_metrics()[t]
+            info = self._fit(module, folder, with_loggers=False)
+            if info["diverged_step"] is not None:
+                raise DataError(f"the single-task baseline of task {t} ({dm.tasks[t].name}) diverged at step "
+                                f"{info['diverged_step']}: no Δm against it (lower optimizer.lr?)")
+            results[t] = {str(m): float(v) for m, v in module.final_metrics()[t].items()}
+            self._write_baseline_record(folder, t, results[t])
         rows = [{"task": t, "task_name": dm.tasks[t].name, "metric": m, "value": v}
                 for t, metrics in results.items() for m, v in metrics.items()]
         write_csv(pd.DataFrame(rows), root / "final_metrics.csv")
@@ -203,19 +254,17 @@ class MTLPipeline(Pipeline):
         if mode == "none":
             return None, None
         if mode != "train":
-            found = read_final_metrics(Path(mode) / "final_metrics.csv")
+            path = Path(mode) / "final_metrics.csv"
+            found = read_final_metrics(path)
             missing = [t for t in tasks if t not in found]
             if missing:
                 raise DataError(f"baseline {mode} has no results for tasks {missing}")
+            bad = {t: m for t in tasks for m, v in found[t].items() if not math.isfinite(v)}
+            if bad:
+                raise DataError(f"baseline {path} holds non-finite metrics (task: metric {bad}); no Δm against it")
             return {t: found[t] for t in tasks}, mode
         cache = OmegaConf.select(self.cfg, "baseline_cache_dir", default=None)
         root = Path(str(cache)) / self.baseline_key(tasks) if cache else self.output_dir / "stl_baseline"
-        summary = root / "final_metrics.csv"
-        if summary.is_file():
-            found = read_final_metrics(summary)
-            if all(t in found for t in tasks):
-                log.info("MTL: single-task baselines from %s", root)
-                return {t: found[t] for t in tasks}, str(root)
         return self.train_single_tasks(dm, tasks, root), str(root)
 
     # -- running --------------------------------------------------------------------------
@@ -234,6 +283,10 @@ class MTLPipeline(Pipeline):
         out = self.output_dir
         log.info("MTL %s on %s tasks %s with %s -> %s", algorithm.name, dm.name, train,
                  cfg.optimizer._target_.rsplit(".", 1)[-1], out)
+        given = str(OmegaConf.select(cfg, "baseline", default="none"))
+        early = None  # a baseline folder given by the user is checked before any training
+        if given not in ("train", "none") and not algorithm.single_task:
+            early = self.baseline_metrics(dm, evaluated)
         if algorithm.single_task:
             final = self.train_single_tasks(dm, train, out)
             final = {t: final[t] for t in evaluated}
@@ -242,11 +295,19 @@ class MTLPipeline(Pipeline):
         else:
             module = self._module(dm, train, algorithm, evaluated)
             run_info = self._fit(module, out, with_loggers=True)
-            final = module.final_metrics()
+            final = module.final_metrics() if run_info["diverged_step"] is None else {}  # no step-0 numbers
         optimizer_name = cfg.optimizer._target_.rsplit(".", 1)[-1]
-        baseline, baseline_from = self.baseline_metrics(dm, evaluated) if not algorithm.single_task else (final, "self")
+        if algorithm.single_task:
+            baseline, baseline_from = final, "self"
+        elif run_info.get("diverged_step") is not None:  # no Δm for a diverged run: no baselines to train
+            baseline, baseline_from = None, None
+        else:
+            baseline, baseline_from = early if early is not None else self.baseline_metrics(dm, evaluated)
         dm_value = None
-        if baseline is not None and final and run_info.get("diverged_step") is None:
+        diverged = run_info.get("diverged_step") is not None
+        if diverged:  # no result of an earlier run may stay beside this one's
+            (out / "delta_m.csv").unlink(missing_ok=True)
+        if baseline is not None and final and not diverged:
             dm_value = delta_m(final, baseline)
             row = {"method": algorithm.name, "optimizer": optimizer_name, "delta_m": dm_value}
             for t in evaluated:
@@ -281,13 +342,16 @@ class MTLPipeline(Pipeline):
 def read_final_metrics(path: Path) -> dict[int, dict[str, float]]:
     try:
         frame = pd.read_csv(path)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not {"task", "metric", "value"} <= set(frame.columns):
         raise DataError(f"{path} needs columns task, metric, value")
     out: dict[int, dict[str, float]] = {}
-    for row in frame.itertuples():
-        out.setdefault(int(row.task), {})[str(row.metric)] = float(row.value)
+    try:
+        for row in frame.itertuples():
+            out.setdefault(int(row.task), {})[str(row.metric)] = float(row.value)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"{path}: a task id or value is not a number ({exc})") from None
     return out
 
 
@@ -295,6 +359,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     parts = [f"{summary['tasks'][t]}: " + ", ".join(f"{m}={v:.4g}" for m, v in metrics.items() if m != "loss")
              for t, metrics in summary["final"].items()]
     dm = summary.get("delta_m")
+    if summary.get("diverged_step") is not None:
+        return (f"MTL diverged: {summary['method']} + {summary['optimizer']} on {summary['dataset']}: a task loss "
+                f"became non-finite at step {summary['diverged_step']}; no final test result and no Δm "
+                f"(records up to there in {summary['output_dir']})")
     tail = f"; Δm={dm:+.2f}% (positive = better than single-task)" if dm is not None else ""
     return (f"MTL done: {summary['method']} + {summary['optimizer']} on {summary['dataset']}, test "
             f"{' | '.join(parts)}{tail}; outputs in {summary['output_dir']}")

@@ -255,3 +255,15 @@ def test_accumulation_and_bf16_count_optimizer_steps(quickstart_run, tmp_path):
     curve = pd.read_csv(out / "pydoc_transformer" / "trials" / "list-k000" / "curve.csv")
     assert record["steps"] == 2 and list(curve["step"]) == [1, 2]  # evaluations at optimizer steps
     assert record["status"] == "done" and math.isfinite(record["test"])
+
+
+def test_the_divergence_rule_sees_every_reported_split():
+    """TRANSFER reports train, valid and test losses: a trial whose test loss explodes (1,300
+    against a bound of 5x the first loss) is diverged even when its training loss is fine."""
+    from taskset_lab.transfer.module import is_diverged
+
+    bound = 5.0 * 2.3
+    assert not is_diverged({"train": 2.0, "valid": 2.1, "test": 2.2}, bound)
+    assert is_diverged({"train": 2.0, "valid": 2.1, "test": 1300.0}, bound)
+    assert is_diverged({"train": 2.0, "valid": math.nan, "test": 2.2}, bound)
+    assert is_diverged({"train": math.inf}, None) and not is_diverged({"test": 1300.0}, None)

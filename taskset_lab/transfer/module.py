@@ -19,14 +19,20 @@ from taskset_lab.transfer.methods import build_optimizer
 KINDS = ("classifier", "lm")
 
 
+def is_diverged(losses: Mapping[str, float], bound: float | None) -> bool:
+    """The divergence rule of a trial, over every loss it reports (train, valid, test): one
+    of them NaN/inf, or above ``bound`` when a bound is set."""
+    return any(not math.isfinite(v) or (bound is not None and v > bound) for v in losses.values())
+
+
 class TransferModule(pl.LightningModule):
     """Trains ``model`` with the optimizer described by ``optimizer``; ``curve`` holds one row
     per evaluation: step, mean train loss since the last one, valid and test loss (and
     accuracy for classifiers).
 
-    A trial diverges when a training loss is NaN/inf or above ``divergence_factor`` times the
-    first step's loss (or above ``divergence_bound`` when given): training stops at once and
-    ``diverged_step`` records where.
+    A trial diverges when a training loss, or a valid or test loss at an evaluation, is NaN/inf
+    or above ``divergence_factor`` times the first step's loss (or above ``divergence_bound``
+    when given): training stops at once and ``diverged_step`` records where.
     """
 
     def __init__(self, model: torch.nn.Module, kind: str, optimizer: Mapping[str, Any], total_steps: int,
@@ -63,7 +69,7 @@ class TransferModule(pl.LightningModule):
         value = float(loss.detach())
         if self.bound is None and self.divergence_factor and math.isfinite(value):
             self.bound = float(self.divergence_factor) * max(value, 1e-3)
-        bad = not math.isfinite(value) or (self.bound is not None and value > self.bound)
+        bad = is_diverged({"train": value}, self.bound)
         if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
             if self.diverged_step is None:
                 self.diverged_step = int(self.global_step)
@@ -115,6 +121,12 @@ class TransferModule(pl.LightningModule):
             self.curve[-1] = row
         else:
             self.curve.append(row)
+        # the rule sees every split it reports: a test loss of 1,300 is a divergence too (the
+        # splits are reduced over ranks above, so every rank takes the same decision)
+        evaluated = {k: row[k] for k in ("valid", "test")}
+        if self.diverged_step is None and is_diverged(evaluated, self.bound):
+            self.diverged_step = int(self.global_step)
+            self.trainer.should_stop = True
         metrics = {f"loss/{k}": v for k, v in row.items() if k in ("train", "valid", "test")}
         metrics.update({f"accuracy/{k[:-9]}": v for k, v in row.items() if k.endswith("_accuracy")})
         for logger in self.loggers:

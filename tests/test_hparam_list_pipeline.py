@@ -64,3 +64,23 @@ def test_more_folds_than_tasks_is_refused_not_cut(tmp_path):
                                  "hparam_list.folds=100"])
     with pytest.raises(TasklabError, match=r"hparam_list.folds.*100 folds need at least as many tasks; the store has 7"):
         run_pipeline(cfg)
+
+
+def test_tasks_where_no_run_beats_initialization_are_warned_about(tmp_path):
+    import numpy as np
+
+    from taskset_lab.hparam_list.checks import WARNINGS_FILE, check_curves, tasks_without_progress
+
+    rows = []
+    for task, finals in (("learns", [0.5, 0.9]), ("flat", [1.0, 1.0 + 1e-7]), ("worse", [1.2, np.nan])):
+        for config, final in enumerate(finals):
+            for step, value in ((0, 1.0), (10, final)):
+                rows.append({"task": task, "config_id": config, "replica": 0, "step": step,
+                             "valid_inner": value, "test": value})
+    curves = pd.DataFrame(rows)
+    runs = pd.DataFrame({"task": curves["task"], "config_id": curves["config_id"], "replica": 0,
+                         "status": "ok"}).drop_duplicates()
+    assert tasks_without_progress(curves, "test") == ["flat", "worse"]
+    warnings = check_curves(curves, runs, tmp_path, "valid_inner", "test", tmp_path)
+    assert sum("below the initial value" in w for w in warnings) == 2
+    assert "task flat" in (tmp_path / WARNINGS_FILE).read_text()

@@ -174,6 +174,22 @@ def check_store_optimizer(store: Path, optimizer: str) -> None:
                         f"set search_space={sorted(held)[0]} or pass only curves_dir=")
 
 
+def tasks_without_progress(curves: pd.DataFrame, split: str, rel_tol: float = 1e-3) -> list[str]:
+    """Tasks on which no run beats initialization: the lowest finite ``split`` loss after the
+    first step is not below the median first-step loss by ``rel_tol`` of its size."""
+    if split not in curves.columns or curves.empty:
+        return []
+    stuck = []
+    for task, part in curves.groupby("task", sort=True):
+        first = part["step"].min()
+        init = float(part.loc[part["step"] == first, split].median())
+        later = part.loc[part["step"] > first, split].to_numpy(dtype=float)
+        later = later[np.isfinite(later)]
+        if math.isfinite(init) and (later.size == 0 or later.min() >= init - rel_tol * max(abs(init), 1e-12)):
+            stuck.append(str(task))
+    return stuck
+
+
 def check_curves(curves: pd.DataFrame, runs: pd.DataFrame, store: Path, select_split: str, report_split: str,
                  output_dir: Path | None = None) -> list[str]:
     """Warn per task where every run diverged or is NaN from the start; refuse a store where
@@ -194,6 +210,10 @@ def check_curves(curves: pd.DataFrame, runs: pd.DataFrame, store: Path, select_s
     per_task = ok.groupby(level="task").any()
     warnings = [f"task {task}: every run diverged or is NaN from the start ({'/'.join(splits)}); every config "
                 f"gets the cap there" for task, good in per_task.items() if not good]
+    stuck = tasks_without_progress(curves, report_split)
+    warnings += [f"task {task}: no run gets its {report_split} loss below the initial value; it is noise in "
+                 f"every evaluation (an unlearnable task or too short a horizon)" for task in stuck
+                 if per_task.get(task, True)]
     for w in warnings:
         log.warning(w)
     if not per_task.any():

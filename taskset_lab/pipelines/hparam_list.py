@@ -9,7 +9,8 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from taskset_lab.errors import ConfigError, DataError
-from taskset_lab.hparam_list.checks import apply_store_manifest, check_curves, check_settings, check_store_optimizer
+from taskset_lab.hparam_list.checks import (WARNINGS_FILE, apply_store_manifest, check_curves, check_settings,
+                                            check_store_optimizer)
 from taskset_lab.hparam_list.references import (collect_reference_lists, normalize_with_references,
                                                  reference_lists, reference_store)
 from taskset_lab.pipelines.base import Pipeline
@@ -75,7 +76,8 @@ class HparamListPipeline(Pipeline):
         check_store_optimizer(store, optimizer)
         curves = read_curves(store, optimizers=[optimizer])
         runs = read_runs(store, optimizers=[optimizer])
-        check_curves(curves, runs, store, hl.select_split, hl.report_split, self.output_dir)
+        warnings = check_curves(curves, runs, store, hl.select_split, hl.report_split, self.output_dir)
+        no_progress = [w.split(":")[0].removeprefix("task ") for w in warnings if "below the initial value" in w]
         norm, references = normalize_with_references(store, curves, runs, optimizer, references_asked,
                                                      select_split=hl.select_split, report_split=hl.report_split,
                                                      reduce=hl.reduce, cap=float(hl.cap))
@@ -107,7 +109,10 @@ class HparamListPipeline(Pipeline):
                 log_to_wandb(lg.experiment, evaluation.summary, hlist, ks=ks)
         finish_loggers(loggers)
         print(table)
+        if no_progress:  # reported apart: such a task only adds noise to every row above
+            print(f"{len(no_progress)} of {len(tasks)} tasks where no run beats initialization "
+                  f"(in the table, see {WARNINGS_FILE}): {', '.join(no_progress)}")
         print(f"hparam list: {self.output_dir / 'hparam_list.json'}")
         print(f"outputs in {self.output_dir}")
         return {"hparam_list": hlist, "paths": {k: str(v) for k, v in paths.items()},
-                "plots": [str(p) for p in plots], "table": table}
+                "plots": [str(p) for p in plots], "table": table, "no_progress_tasks": no_progress}

@@ -92,7 +92,9 @@ def precheck(argv: Sequence[str]) -> None:
     indexes = available_indexes(dirs)
     pipeline = _override_value(argv, "pipeline")
     if pipeline is not None and pipeline not in PIPELINES:
-        raise TasklabError(f"unknown pipeline '{pipeline}'; valid pipelines: {', '.join(pipeline_names())}")
+        alias = CLARENA_PIPELINES.get(pipeline)
+        hint = f" (CLArena's {pipeline} is tasklab's pipeline={alias})" if alias else ""
+        raise TasklabError(f"unknown pipeline '{pipeline}'{hint}; valid pipelines: {', '.join(pipeline_names())}")
     index = _override_value(argv, "index")
     if index is None:
         raise TasklabError(f"missing index=<name>; available index configs: {', '.join(indexes)}")
@@ -234,6 +236,7 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
             from taskset_lab.pipelines import pipeline_names
 
             raise TasklabError(f"missing pipeline=<NAME>; valid pipelines: {', '.join(pipeline_names())}")
+        check_override_meaning(explicit_overrides())
         honour_explicit_list_size(cfg)
         pipeline = get_pipeline(str(name))(cfg)
         check_loggers(cfg)
@@ -309,7 +312,37 @@ def hydra_error_line(exc: BaseException) -> str:
                 lines.append(text.rstrip(".") if not text.endswith(":") else text)
         if options and lines:
             lines[-1] += " " + ", ".join(options)
-    return "; ".join(lines) or type(exc).__name__
+    line = "; ".join(lines) or type(exc).__name__
+    hints = [hint for name, hint in CLARENA_GROUPS.items() if name in line]
+    return line + "".join(f" ({hint})" for hint in hints)
+
+
+#: CLArena's names that a CLArena user writes first, and what tasklab calls them
+CLARENA_GROUPS = {"lightning_loggers": "tasklab's logger group is `logger` (logger=csv|tensorboard|wandb|none)",
+                  "/callbacks/": "tasklab's callbacks group is `callbacks` (callbacks=default|none)"}
+CLARENA_PIPELINES = {"MTL_EXPR": "MTL", "MTL_MAIN_EXPR": "MTL", "STL_EXPR": "MTL", "CL_MAIN_EXPR": "MTL"}
+#: top-level keys users add with `+key=` that tasklab spells differently (the added key would do nothing)
+RENAMED_KEYS = {"seed": "global_seed", "experiment": "index", "max_epochs": "total_steps", "epochs": "total_steps",
+                "max_steps": "total_steps", "steps": "total_steps", "output": "output_dir",
+                "lr": "optimizer.lr"}
+#: top-level keys that may be added with `+` (read where present)
+ADDABLE_KEYS = ("verbose",)
+
+
+def check_override_meaning(overrides: Sequence[str] | None) -> None:
+    """Refuse overrides that would do nothing: a new top-level key added with ``+`` that no
+    pipeline reads (``+seed=42``, ``+experiment=foo``), and ``trainer.max_epochs`` (tasklab
+    runs are bounded by ``total_steps``). Every problem is named in one line."""
+    problems = []
+    for override in overrides or []:
+        key = override_key(override)
+        if override.startswith("+") and not override.startswith("++") and "." not in key and key not in ADDABLE_KEYS:
+            hint = f"use {RENAMED_KEYS[key]}=" if key in RENAMED_KEYS else "no tasklab pipeline reads it"
+            problems.append(f"'{override}' adds a key that does nothing ({hint})")
+        if key == "trainer.max_epochs":
+            problems.append(f"'{override}': runs are bounded by steps, not epochs (use total_steps=<N>)")
+    if problems:
+        raise TasklabError("; ".join(problems))
 
 
 def _is_user_config_error(exc: BaseException) -> bool:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import run_tasklab
 
 
@@ -116,3 +118,23 @@ def test_slurm_launcher_without_slurm_is_one_line(tmp_path):
                "hydra/launcher=submitit_slurm", "--multirun"]
     out = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 2 and "needs SLURM" in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize("override,says", [("+seed=42", "use global_seed="), ("+experiment=foo", "use index="),
+                                           ("+nonsense=1", "no tasklab pipeline reads it"),
+                                           ("trainer.max_epochs=1", "use total_steps=")])
+def test_an_override_that_would_do_nothing_is_refused(tmp_path, override, says):
+    out = run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "debug=train", override,
+                       f"output_dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "run" / "curve.csv").exists()
+
+
+def test_a_clarena_users_index_gets_tasklabs_names(tmp_path):
+    (tmp_path / "cfg" / "index").mkdir(parents=True)
+    (tmp_path / "cfg" / "index" / "clarena_mtl.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /lightning_loggers: csv\n  - _self_\npipeline: MTL\n")
+    out = run_tasklab(["--config-dir", str(tmp_path / "cfg"), "index=clarena_mtl"], cwd=tmp_path)
+    assert out.returncode == 2 and "tasklab's logger group is `logger`" in out.stderr, out.stderr[-2000:]
+    out = run_tasklab(["pipeline=MTL_EXPR", "index=mtl_quickstart"], cwd=tmp_path)
+    assert out.returncode == 2 and "tasklab's pipeline=MTL" in out.stderr

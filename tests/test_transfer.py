@@ -267,3 +267,14 @@ def test_the_divergence_rule_sees_every_reported_split():
     assert is_diverged({"train": 2.0, "valid": 2.1, "test": 1300.0}, bound)
     assert is_diverged({"train": 2.0, "valid": math.nan, "test": 2.2}, bound)
     assert is_diverged({"train": math.inf}, None) and not is_diverged({"test": 1300.0}, None)
+
+
+@pytest.mark.parametrize("index", ["transfer_resnet50_imagenet", "transfer_transformer_lm1b"])
+def test_absent_large_data_is_one_line_before_any_process_is_spawned(tmp_path, index):
+    from conftest import run_tasklab
+
+    out = run_tasklab(["pipeline=TRANSFER", f"index={index}", "trainer.accelerator=cpu",
+                       f"misc.data_dir={tmp_path / 'empty'}", f"output_dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.count("tasklab: error") == 1 and ("ImageFolder root" in out.stderr or "no non-empty" in out.stderr)
+    assert not list((tmp_path / "run").rglob("trials"))  # no trial started

@@ -126,6 +126,7 @@ class TransferPipeline(Pipeline):
             self.save_config()
         if trial != "aggregate":
             specs = plan_trials(cfg.methods) if trial == "all" else [parse_trial(trial)]
+            self.check_data()
             for pair in self.selected_pairs():
                 results = self.results_dir / pair
                 check_setup(results, setup_record(cfg, pair))
@@ -134,6 +135,17 @@ class TransferPipeline(Pipeline):
         if not is_rank_zero():
             return {}
         return self.aggregate()
+
+    def check_data(self) -> None:
+        """Every selected pair's data is there (a cheap look: folders and globs), before any
+        trial starts, and so before a multi-device trainer spawns one process per device."""
+        from taskset_lab.pipelines.building import instantiate_field
+
+        for pair in self.selected_pairs():
+            datamodule = instantiate_field(self.cfg, f"pairs.{pair}.data")
+            check = getattr(datamodule, "check_available", None)
+            if check is not None:
+                check()
 
     def aggregate(self) -> dict[str, Any]:
         """transfer.csv, transfer.png, the table, summary.json from every finished trial."""

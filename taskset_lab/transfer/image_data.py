@@ -70,6 +70,16 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_classes: int | None = None
 
     # -- loading ----------------------------------------------------------------------------
+    def check_available(self) -> None:
+        """Raise :class:`DataError` now if an ImageFolder root lacks ``train/`` or ``val/``
+        (cheap: no files are read), so a multi-process run fails once, before it spawns."""
+        if self.source == "imagefolder":
+            root = Path(str(self.root)).expanduser()
+            for part in ("train", "val"):
+                if not (root / part).is_dir():
+                    raise DataError(f"ImageFolder root {root} needs {part}/<class>/<images> (ImageNet layout); "
+                                    f"{root / part} is missing")
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return

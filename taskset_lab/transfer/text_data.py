@@ -159,6 +159,14 @@ class TextDataModule(pl.LightningDataModule):
         self.eval_sets: dict[str, FixedWindows] = {}
         self.files: dict[str, list[str]] = {}
 
+    def check_available(self) -> None:
+        """Raise :class:`DataError` now if the files are absent (cheap: globs only), so a
+        multi-process run fails once, before it spawns its workers."""
+        if self.source != "pydoc":
+            root = self.root if self.source == "lm1b" else None
+            for split, patterns in self.patterns.items():
+                expand_patterns(patterns, root, split)
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_arrays:
             return

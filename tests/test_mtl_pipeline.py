@@ -139,3 +139,19 @@ def test_cityscapes_index_trains_the_segnet_on_tiny_files(tmp_path):
     au = pd.read_csv(out / "au.csv")
     assert "backbone.encoder.0.0.0" in set(au["layer"])  # the first conv of the encoder is a shared layer
     assert au.groupby(["step", "layer"])["rau"].sum().round(6).eq(1.0).all()
+
+
+def test_mtl_prints_no_lightning_noise(tmp_path):
+    """No Lightning tips, GPU/TPU lines or deprecation warnings (they were 14 lines with
+    callbacks=default); a trainer mistake names its cause."""
+    from conftest import run_tasklab
+
+    out = run_tasklab(["pipeline=MTL", "index=mtl_quickstart", "total_steps=40", "eval_every=20", "callbacks=default",
+                       "trainer.enable_checkpointing=true", f"output_dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    for noise in ("GPU available", "TPU available", "Tip:", "deprecated", "Warning", "pre-optimization"):
+        assert noise not in text, noise
+    bad = run_tasklab(["pipeline=MTL", "index=mtl_quickstart", "total_steps=40", "eval_every=20", "callbacks=default",
+                       f"output_dir={tmp_path / 'bad'}"], cwd=tmp_path)
+    assert bad.returncode == 2 and "enable_checkpointing" in bad.stderr

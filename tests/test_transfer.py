@@ -278,3 +278,14 @@ def test_absent_large_data_is_one_line_before_any_process_is_spawned(tmp_path, i
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
     assert out.stderr.count("tasklab: error") == 1 and ("ImageFolder root" in out.stderr or "no non-empty" in out.stderr)
     assert not list((tmp_path / "run").rglob("trials"))  # no trial started
+
+
+def test_transfer_prints_no_lightning_noise(tmp_path):
+    from conftest import run_tasklab
+
+    out = run_tasklab(["pipeline=TRANSFER", "index=transfer_quickstart", "total_steps=10", "eval_every=5",
+                       "pair=digits_resnet", f"output_dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr
+    for noise in ("GPU available", "TPU available", "Tip:", "deprecated", "Warning"):
+        assert noise not in text, noise

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from typing import Any, Callable
 
 from hydra.errors import InstantiationException
@@ -70,3 +72,21 @@ def finish_loggers(loggers: list[Any]) -> None:
         experiment = getattr(logger, "_experiment", None)
         if type(logger).__name__ == "WandbLogger" and experiment is not None:
             experiment.finish()
+
+
+_CHATTY_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                   "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                   "pytorch_lightning.accelerators.cuda", "lightning.pytorch.accelerators.cuda")
+
+
+def quiet_lightning(verbose: bool) -> None:
+    """No tips, deprecation or accelerator lines from Lightning unless ``verbose=true``."""
+    if verbose:
+        return
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*(does not have many workers|is deprecated|LeafSpec|litlogger"
+                                              r"|Tip:|exists and is not empty|dataloader is not resumable"
+                                              r"|returned `None`|no pre-optimization state was saved).*")

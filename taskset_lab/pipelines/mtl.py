@@ -138,7 +138,8 @@ class MTLPipeline(Pipeline):
         try:
             trainer = instantiate(with_root, logger=loggers or False, callbacks=callbacks)
         except Exception as exc:  # noqa: BLE001 - a bad trainer field
-            raise ConfigError("trainer", str(exc).splitlines()[0]) from exc
+            cause = exc.__cause__ or exc
+            raise ConfigError("trainer", str(cause).splitlines()[0] if str(cause) else type(cause).__name__) from exc
         pl.seed_everything(int(cfg.global_seed), workers=True, verbose=False)
         start = time.perf_counter()
         try:
@@ -272,6 +273,9 @@ class MTLPipeline(Pipeline):
         from taskset_lab.mtl.metrics import delta_m
 
         cfg = self.cfg
+        from taskset_lab.pipelines.building import quiet_lightning
+
+        quiet_lightning(bool(OmegaConf.select(cfg, "verbose", default=False)))
         threads = OmegaConf.select(cfg, "torch_threads", default=None)
         if threads is not None:  # small models: one thread avoids thread contention on a busy CPU
             torch.set_num_threads(int(threads))

@@ -16,7 +16,6 @@ import logging
 import os
 import shlex
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from taskset_lab.cli import explicit_overrides, override_key
 from taskset_lab.errors import ConfigError
 from taskset_lab.pipelines.base import Pipeline
 from taskset_lab.pipelines.building import (build_callbacks, build_loggers, build_optimizer_factory, build_task,
-                                            finish_loggers)
+                                            finish_loggers, quiet_lightning)
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +41,6 @@ RESUME_MAY_CHANGE = ("resume", "output_dir", "logger", "misc", "hydra", "progres
 _NOT_VARYING = ("pipeline", "index", "output_dir", "resume", "logger", "hydra", "misc", "progress", "verbose",
                 "debug")
 # Lightning's console chatter (tips, accelerator lines) is INFO on these loggers
-_CHATTY_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
-                   "lightning_fabric.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
-                   "pytorch_lightning.accelerators.cuda", "lightning.pytorch.accelerators.cuda")
 
 
 def _matches(key: str, prefixes: tuple[str, ...]) -> bool:
@@ -105,19 +101,6 @@ def resume_hint(output_dir: Path) -> str:
     kept = [o for o in explicit if override_key(o) not in ("resume", "output_dir")]
     words = [*kept, "resume=true", f"output_dir={output_dir}"]
     return ("tasklab " if explicit else "") + " ".join(shlex.quote(w) for w in words)
-
-
-def quiet_lightning(verbose: bool) -> None:
-    """No tips, deprecation or accelerator lines from Lightning unless ``verbose=true``."""
-    if verbose:
-        return
-    for name in _CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=r".*(does not have many workers|is deprecated|LeafSpec|litlogger"
-                                              r"|Tip:|exists and is not empty|dataloader is not resumable"
-                                              r"|returned `None`).*")
 
 
 def optimizer_hparams(factory: Any) -> dict[str, Any]:

@@ -121,6 +121,9 @@ class TransferPipeline(Pipeline):
         from taskset_lab.transfer.runner import check_setup, is_rank_zero, run_trial, setup_record
 
         cfg = self.cfg
+        from taskset_lab.pipelines.building import quiet_lightning
+
+        quiet_lightning(bool(OmegaConf.select(cfg, "verbose", default=False)))
         trial = str(OmegaConf.select(cfg, "trial", default="all"))
         if is_rank_zero():
             self.save_config()

@@ -20,7 +20,8 @@ def test_ddp_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     args = ["pipeline=TRANSFER", "index=transfer_quickstart", *tiny(out, list_path, "pair=pydoc_transformer"),
             "total_steps=4", "eval_every=2", "methods.list.trials=1", "~methods.random", "~methods.adam_lr_grid",
-            "~methods.reference", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2"]
+            "~methods.reference", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+            "+verbose=true"]  # Lightning's DDP start-up lines (hidden by default) show the two ranks
     proc = run_tasklab(args, tmp_path, timeout=280, env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr

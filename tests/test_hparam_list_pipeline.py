@@ -45,6 +45,22 @@ def test_quickstart_with_tiny_overrides(tmp_path):
     assert not torch.equal(p.detach(), torch.ones(3))
 
 
+def test_complete_store_by_curves_dir_still_gets_its_reference_list(tmp_path):
+    """A finished CURVES store opened with curves_dir= is learned from as it is, and the
+    index's collect_if_missing=true records opt_list on the store's own tasks: the table has
+    its row (it used to be dropped, with a warning recommending the flag already set)."""
+    store = tmp_path / "c" / "curves"
+    run_pipeline(compose("curves_quickstart", ["task_set=tiny", "search_space.num_configs=8", "total_steps=20",
+                                               "eval_every=5", "progress=false", f"output_dir={tmp_path / 'c'}"]))
+    parts = {p.name: p.stat().st_mtime_ns for p in (store / "curves").glob("*.parquet")}
+    assert len(parts) == 7 and not (store / "lists").exists()
+    summary = run_pipeline(compose("quickstart", [*TINY, f"output_dir={tmp_path / 'h'}", f"curves_dir={store}"]))
+    assert any(line.startswith("opt_list ") for line in summary["table"].splitlines())
+    assert "opt_list" in set(pd.read_csv(tmp_path / "h" / "evaluation.csv")["method"])
+    assert len(list((store / "lists" / "opt_list" / "curves").glob("*.parquet"))) == 7  # on the store's tasks
+    assert {p.name: p.stat().st_mtime_ns for p in (store / "curves").glob("*.parquet")} == parts  # not rerun
+
+
 def test_missing_store_without_collection_is_a_clear_error(tmp_path):
     cfg = compose("quickstart", [*TINY, f"output_dir={tmp_path}", "collect_if_missing=false"])
     with pytest.raises(TasklabError, match="no curve store"):

@@ -92,28 +92,51 @@ def apply_store_manifest(cfg: DictConfig) -> dict[str, Any] | None:
     return manifest
 
 
-def _store_tasks(cfg: DictConfig, store: Path, manifest: dict[str, Any]) -> None:
-    """A complete store is learned from as it is (no collection); an incomplete one is
-    completed only with the task set it was collected for."""
+def _store_parts(store: Path, manifest: dict[str, Any]) -> tuple[set[str], set[str]] | None:
+    """(the parts the store's manifest promises — tasks x config chunks x replicas —, those
+    written), or None where the manifest does not name its tasks."""
     from taskset_lab.curves.store import list_parts, part_name
-    from taskset_lab.tasks.task_set import resolve_task_set
 
     names = [t.get("name") for t in manifest.get("tasks") or [] if isinstance(t, dict)]
     if not names or not all(names):
-        return
+        return None
     chunks = -(-int(manifest["num_configs"]) // int(manifest["chunk_size"]))
     expected = {part_name(n, str(manifest["optimizer"]), c, r) for n in names for c in range(chunks)
                 for r in range(int(manifest.get("replicas", 1)))}
-    done = expected & set(list_parts(store))
-    if done == expected:
-        if "collect_if_missing" in cfg:
-            cfg.collect_if_missing = False
+    return expected, expected & set(list_parts(store))
+
+
+def store_is_complete(store: str | Path, manifest: dict[str, Any] | None) -> bool:
+    """Whether every part the store's manifest promises has been written."""
+    parts = _store_parts(Path(store), manifest) if manifest else None
+    return parts is not None and parts[0] == parts[1]
+
+
+def store_task_specs(manifest: dict[str, Any] | None) -> list[Any] | None:
+    """The tasks a store was collected on, as task specs, from its manifest (None where the
+    manifest does not record them in full)."""
+    from taskset_lab.tasks.task_set import TaskSpec
+
+    entries = (manifest or {}).get("tasks") or []
+    if not entries or not all(isinstance(t, dict) and t.get("name") and t.get("family")
+                              and isinstance(t.get("config"), (dict, type(None))) for t in entries):
+        return None
+    return [TaskSpec(str(t["name"]), str(t["family"]), t["config"]) for t in entries]
+
+
+def _store_tasks(cfg: DictConfig, store: Path, manifest: dict[str, Any]) -> None:
+    """A complete store is learned from as it is (its parts are not collected again: the
+    pipeline asks :func:`store_is_complete`); an incomplete one is completed only with the
+    task set it was collected for."""
+    from taskset_lab.tasks.task_set import resolve_task_set
+
+    parts = _store_parts(store, manifest)
+    if parts is None or parts[0] == parts[1] or not OmegaConf.select(cfg, "collect_if_missing", default=False):
         return
-    if not OmegaConf.select(cfg, "collect_if_missing", default=False):
-        return
+    names = {t["name"] for t in manifest["tasks"]}
     asked = {spec.name for spec in resolve_task_set(cfg.task_set)}
-    if asked != set(names):
-        raise ConfigError("task_set", f"the curve store {store} is incomplete ({len(done)} of {len(expected)} "
+    if asked != names:
+        raise ConfigError("task_set", f"the curve store {store} is incomplete ({len(parts[1])} of {len(parts[0])} "
                                       f"parts) and was collected for {len(names)} other tasks than this task_set's "
                                       f"{len(asked)}; pass the task_set it was collected with to complete it")
 

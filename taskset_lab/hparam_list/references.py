@@ -58,8 +58,9 @@ def reference_store(store: str | Path, name: str) -> Path:
     return Path(store) / LISTS_DIR / resolve_search_space(name).name
 
 
-def collect_reference_lists(cfg: Any, store: str | Path) -> list[dict[str, Any]]:
-    """Collect the first N entries of every reference list (finished parts are skipped)."""
+def collect_reference_lists(cfg: Any, store: str | Path, tasks: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Collect the first N entries of every reference list (finished parts are skipped) on
+    ``tasks`` (default: the store's own tasks from its manifest, else ``cfg.task_set``)."""
     from taskset_lab.curves.collect import collect_curves
     from taskset_lab.curves.spec import CollectionSpec
     from taskset_lab.tasks.task_set import resolve_task_set
@@ -67,8 +68,11 @@ def collect_reference_lists(cfg: Any, store: str | Path) -> list[dict[str, Any]]
     lists = reference_lists(cfg)
     if not lists:
         return []
+    from taskset_lab.curves.store import read_manifest
+    from taskset_lab.hparam_list.checks import store_task_specs
+
     spec = CollectionSpec.from_config(cfg)
-    tasks = resolve_task_set(cfg.task_set)
+    tasks = tasks or store_task_specs(read_manifest(Path(store))) or resolve_task_set(cfg.task_set)
     summaries = []
     for name, size in lists.items():
         ref = dataclasses.replace(spec, optimizer=name, num_configs=size, config_seed_offset=0)

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from taskset_lab.errors import ConfigError, DataError
 from taskset_lab.hparam_list.checks import (WARNINGS_FILE, apply_store_manifest, check_curves, check_settings,
-                                            check_store_optimizer)
+                                            check_store_optimizer, store_is_complete)
 from taskset_lab.hparam_list.references import (collect_reference_lists, normalize_with_references,
                                                  reference_lists, reference_store)
 from taskset_lab.pipelines.base import Pipeline
@@ -48,7 +48,7 @@ class HparamListPipeline(Pipeline):
         return any((Path(str(self.cfg.curves_dir)) / "curves").glob("*.parquet"))
 
     def run(self) -> dict[str, Any]:
-        from taskset_lab.curves.store import read_curves, read_runs
+        from taskset_lab.curves.store import read_curves, read_manifest, read_runs
         from taskset_lab.hparam_list import (build_hparam_list, evaluate_hparam_list, format_table,
                                              hparams_frame, learn_hparam_list, normalization_info,
                                              normalized_losses, task_families, write_report)
@@ -61,16 +61,19 @@ class HparamListPipeline(Pipeline):
         if not self._store_has_parts():
             if not OmegaConf.select(cfg, "collect_if_missing", default=False):
                 raise DataError(f"no curve store at {store}; run pipeline=CURVES first or set collect_if_missing=true")
-        # Always run collection when allowed: it skips finished parts and completes a partial store.
+        # Collection when allowed: it completes a partial store (a complete one is learned from
+        # as it is) and records the reference lists on the store's own tasks.
         references_asked = reference_lists(cfg)
         if OmegaConf.select(cfg, "collect_if_missing", default=False):
-            log.info(format_summary(run_collection(cfg, store)))
+            if not store_is_complete(store, read_manifest(store)):
+                log.info(format_summary(run_collection(cfg, store)))
             collect_reference_lists(cfg, store)
-        else:  # a finished store opened by curves_dir= alone: compare with the lists it holds
+        else:  # collect_if_missing=false: compare with the lists the store holds
             missing = [n for n in references_asked if not any(reference_store(store, n).glob("curves/*.parquet"))]
             for name in missing:
-                log.warning("no curves of reference list %s in %s (collected only with collect_if_missing=true); "
-                            "the table leaves it out", name, reference_store(store, name))
+                log.warning("no curves of reference list %s in %s and collect_if_missing=false; the table leaves "
+                            "it out (collect_if_missing=true records it on the store's tasks)",
+                            name, reference_store(store, name))
                 references_asked.pop(name)
         optimizer = str(cfg.search_space.family)
         check_store_optimizer(store, optimizer)

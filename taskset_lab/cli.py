@@ -239,11 +239,11 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
         check_override_meaning(explicit_overrides())
         honour_explicit_list_size(cfg)
         pipeline = get_pipeline(str(name))(cfg)
-        check_loggers(cfg)
-        check_devices(cfg)
         from taskset_lab.hparam_list.checks import check_divergence_factor
 
-        check_divergence_factor(cfg)
+        for check in (check_loggers, check_devices, check_divergence_factor):
+            with pipeline.problems:  # reported with the pipeline's own problems, all at once
+                check(cfg)
         pipeline.sanity_check()
         return pipeline.run()
     except OmegaConfBaseException as exc:
@@ -446,6 +446,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if _override_value(argv, "pipeline") == "TASKS" and _override_value(argv, "index") is None:
         argv.append("index=tasks")  # the catalogue needs no experiment of its own
+    if _override_value(argv, "trial") == "aggregate" and _override_value(argv, "hydra.output_subdir") is None:
+        argv.append("hydra.output_subdir=null")  # reading an archive (maybe read-only) adds no .hydra
     try:
         precheck(argv)
         argv = task_name_overrides(argv)

@@ -16,3 +16,52 @@ class ConfigError(TasklabError):
 
 class DataError(TasklabError):
     """Input data that is missing, unreadable or malformed."""
+
+
+class ConfigErrors(ConfigError):
+    """Several config problems found in one check, reported together (``field`` is the first's)."""
+
+    def __init__(self, errors: "list[ConfigError]"):
+        self.errors = list(errors)
+        first = self.errors[0]
+        self.field, self.problem = first.field, first.problem
+        TasklabError.__init__(self, f"{len(self.errors)} config problems: "
+                              + "; ".join(f"'{e.field}': {e.problem}" for e in self.errors))
+
+
+class ConfigProblems:
+    """Collects :class:`ConfigError` s so that a check reports every problem at once.
+
+    Each independent check runs in its own ``with problems:`` block; a ConfigError raised in
+    a block is recorded and the next block runs. :meth:`raise_all` raises what was recorded
+    (the error itself for one, :class:`ConfigErrors` for several)::
+
+        problems = ConfigProblems()
+        with problems:
+            check_total_steps(cfg)
+        with problems:
+            check_eval_every(cfg)
+        problems.raise_all()
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def __enter__(self) -> "ConfigProblems":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if isinstance(exc, ConfigErrors):
+            self.errors.extend(exc.errors)
+        elif isinstance(exc, ConfigError):
+            self.errors.append(exc)
+        else:
+            return False
+        return True
+
+    def raise_all(self) -> None:
+        errors, self.errors = self.errors, []
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ConfigErrors(errors)

@@ -93,3 +93,24 @@ def test_a_diverged_run_says_so_and_leaves_no_earlier_result(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["delta_m"] is None and summary["diverged_step"] is not None and summary["final"] == {}
     assert not (out / "delta_m.csv").exists() and not (out / "final_metrics.csv").exists()
+
+
+def test_a_given_baseline_with_a_zero_metric_is_one_line_before_any_training(tmp_path):
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "final_metrics.csv").write_text("task,task_name,metric,value\n1,a,accuracy,0.9\n2,b,accuracy,0.5\n"
+                                             "3,c,mse,0.0\n")
+    out = tmp_path / "run"
+    with pytest.raises(TasklabError, match=r"exactly 0 \(task: metric \{3: 'mse'\}\)"):
+        _run(out, f"baseline={given}", "train_tasks=3", "eval_tasks=3")
+    assert not (out / "metrics.csv").exists()  # refused before the main model trained
+
+
+def test_a_rerun_after_an_interrupted_run_says_it_restarts(tmp_path, reference, caplog):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("step,epoch,split,task,metric,value\n20,0,test,1,accuracy,0.5\n")  # as Ctrl-C leaves
+    caplog.set_level("WARNING")
+    again = _run(out)
+    assert any("does not resume" in r.getMessage() and "from step 0" in r.getMessage() for r in caplog.records)
+    assert again["delta_m"] == pytest.approx(reference["delta_m"], rel=1e-9, abs=1e-12)

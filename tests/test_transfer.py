@@ -39,15 +39,7 @@ def tiny(out: Path, list_path: Path, *extra: str) -> list[str]:
             "pairs.pydoc_transformer.model.d_ff=32", *extra]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads mostly wait on each other."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

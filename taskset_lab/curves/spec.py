@@ -82,63 +82,81 @@ class CollectionSpec:
         Raises :class:`ConfigError` naming the config key of a missing or bad value."""
         from omegaconf import OmegaConf
 
-        missing = object()
+        from taskset_lab.errors import ConfigProblems
+
+        missing, problems = object(), ConfigProblems()
         values: dict[str, Any] = {}
         for f in fields(cls):
             key = cls.CONFIG_KEYS[f.name]
-            try:
-                value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=True)
-            except Exception as exc:  # noqa: BLE001 - a missing (???) or unresolvable value
-                raise ConfigError(key, f"cannot be read: {exc}") from None
-            if value is missing:
-                if f.default is MISSING and f.default_factory is MISSING:  # a required field
-                    raise ConfigError(key, "is required")
-                continue
-            values[f.name] = value
+            with problems:
+                try:
+                    value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=True)
+                except Exception as exc:  # noqa: BLE001 - a missing (???) or unresolvable value
+                    raise ConfigError(key, f"cannot be read: {exc}") from None
+                if value is missing:
+                    if f.default is MISSING and f.default_factory is MISSING:  # a required field
+                        raise ConfigError(key, "is required")
+                    continue
+                values[f.name] = value
+        problems.raise_all()
         return cls(**values)
 
     # -- checking ---------------------------------------------------------------------
     def validate(self) -> None:
-        """Every field in range (ConfigError naming its config key)."""
-        from taskset_lab.optim.search_space import search_space_problem
-
-        key = self.CONFIG_KEYS
-        for name in ("num_configs", "total_steps", "eval_every", "replicas", "eval_batches", "num_shards",
-                     "chunk_size"):
-            _positive_int(key[name], getattr(self, name))
-        if self.max_population is not None:
-            _positive_int(key["max_population"], self.max_population, nullable=True)
+        """Every field in range; all problems at once (ConfigError naming each config key)."""
         from taskset_lab.engine.compiled import compile_mode
-
-        compile_mode(self.compile)  # ConfigError naming learner.compile
-        if _not_int(self.config_seed_offset) or self.config_seed_offset < 0:
-            raise ConfigError(key["config_seed_offset"], f"must be an integer >= 0, got {self.config_seed_offset!r}")
-        if self.eval_every > self.total_steps:
-            raise ConfigError("eval_every", f"({self.eval_every}) is larger than total_steps ({self.total_steps})")
-        if _not_int(self.shard_index) or not 0 <= self.shard_index < self.num_shards:
-            raise ConfigError("shard_index", f"must be in [0, num_shards={self.num_shards}), got {self.shard_index!r}")
-        problem = search_space_problem(self.optimizer, self.num_configs)  # a family or a list
-        if problem:
-            raise ConfigError(key["optimizer"], problem)
-        if self.dtype not in ENGINE_DTYPES:
-            raise ConfigError(key["dtype"], f"must be one of {ENGINE_DTYPES}, got {self.dtype!r}")
-        if not isinstance(self.device, str) or not self.device:
-            raise ConfigError(key["device"], f"must be 'auto' or a torch device name, got {self.device!r}")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except (RuntimeError, TypeError) as exc:
-                raise ConfigError(key["device"], f"must be 'auto' or a torch device name: {exc}") from None
-        if isinstance(self.divergence_factor, bool) or not isinstance(self.divergence_factor, (int, float)) \
-                or not self.divergence_factor > 0:
-            raise ConfigError(key["divergence_factor"], f"must be a number > 0, got {self.divergence_factor!r}")
+        from taskset_lab.errors import ConfigProblems
+        from taskset_lab.optim.search_space import search_space_problem
         from taskset_lab.tasks.registry import OFFLINE_DATA
 
-        if self.offline_data not in OFFLINE_DATA:
-            raise ConfigError(key["offline_data"], f"must be one of {OFFLINE_DATA}, got {self.offline_data!r}")
+        key, problems = self.CONFIG_KEYS, ConfigProblems()
+        for name in ("num_configs", "total_steps", "eval_every", "replicas", "eval_batches", "num_shards",
+                     "chunk_size"):
+            with problems:
+                _positive_int(key[name], getattr(self, name))
+        with problems:
+            if self.max_population is not None:
+                _positive_int(key["max_population"], self.max_population, nullable=True)
+        with problems:
+            compile_mode(self.compile)  # ConfigError naming learner.compile
+        with problems:
+            if _not_int(self.config_seed_offset) or self.config_seed_offset < 0:
+                raise ConfigError(key["config_seed_offset"],
+                                  f"must be an integer >= 0, got {self.config_seed_offset!r}")
+        ints = not problems.errors  # the checks between fields read valid integers
+        with problems:
+            if ints and self.eval_every > self.total_steps:
+                raise ConfigError("eval_every", f"({self.eval_every}) is larger than total_steps ({self.total_steps})")
+        with problems:
+            if ints and (_not_int(self.shard_index) or not 0 <= self.shard_index < self.num_shards):
+                raise ConfigError("shard_index", f"must be in [0, num_shards={self.num_shards}), got {self.shard_index!r}")
+        with problems:
+            problem = search_space_problem(self.optimizer, self.num_configs) if ints else None  # a family or a list
+            if problem:
+                raise ConfigError(key["optimizer"], problem)
+        with problems:
+            if self.dtype not in ENGINE_DTYPES:
+                raise ConfigError(key["dtype"], f"must be one of {ENGINE_DTYPES}, got {self.dtype!r}")
+        with problems:
+            if not isinstance(self.device, str) or not self.device:
+                raise ConfigError(key["device"], f"must be 'auto' or a torch device name, got {self.device!r}")
+            if self.device != "auto":
+                try:
+                    torch.device(self.device)
+                except (RuntimeError, TypeError) as exc:
+                    raise ConfigError(key["device"], f"must be 'auto' or a torch device name: {exc}") from None
+        with problems:
+            if isinstance(self.divergence_factor, bool) or not isinstance(self.divergence_factor, (int, float)) \
+                    or not self.divergence_factor > 0:
+                raise ConfigError(key["divergence_factor"], f"must be a number > 0, got {self.divergence_factor!r}")
+        with problems:
+            if self.offline_data not in OFFLINE_DATA:
+                raise ConfigError(key["offline_data"], f"must be one of {OFFLINE_DATA}, got {self.offline_data!r}")
         for name in ("download", "progress"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(key[name], f"must be true or false, got {getattr(self, name)!r}")
+            with problems:
+                if not isinstance(getattr(self, name), bool):
+                    raise ConfigError(key[name], f"must be true or false, got {getattr(self, name)!r}")
+        problems.raise_all()
 
     # -- derived values ----------------------------------------------------------------
     @property

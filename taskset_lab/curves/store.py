@@ -29,7 +29,6 @@ also skip whole part files by name before any file is opened.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from taskset_lab import files
 from taskset_lab.errors import DataError
 from taskset_lab.tasks.base import SPLITS
 
@@ -226,9 +226,6 @@ def ensure_manifest(store: str | os.PathLike, settings: dict, tasks: Sequence[di
 
 
 # -- claims: which process computes a part ----------------------------------------------------
-_HELD: dict[str, int] = {}  # claim file -> open descriptor holding its lock (this process)
-
-
 def _claim_path(store: str | os.PathLike, part: str) -> Path:
     return Path(store) / CLAIMS_DIR / f"{part}.claim"
 
@@ -236,93 +233,26 @@ def _claim_path(store: str | os.PathLike, part: str) -> Path:
 def claim_part(store: str | os.PathLike, part: str) -> bool:
     """Take ``part`` for this process: False when another live process holds it or it is done.
 
-    The claim is an exclusive ``fcntl`` lock on ``claims/<part>.claim``; the OS drops it when
-    the holder exits or is killed, so a dead writer's claim never blocks anyone.
-    :func:`write_part` (or :func:`release_part`) gives it back.
+    The claim (:func:`taskset_lab.files.claim`) is an exclusive ``fcntl`` lock on
+    ``claims/<part>.claim``; the OS drops it when the holder exits or is killed, so a dead
+    writer's claim never blocks anyone. :func:`write_part` (or :func:`release_part`) gives it back.
     """
-    import fcntl
-
-    path = _claim_path(store, part)
-    if str(path) in _HELD:
-        return True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        try:  # the holder before us may have removed the file: lock the one at the path
-            same = os.stat(path).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    _HELD[str(path)] = fd
-    if part_done(store, part):  # finished by a writer that held it before us
-        release_part(store, part)
-        return False
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{socket.gethostname()} pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
-    return True
+    return files.claim(_claim_path(store, part), done=lambda: part_done(store, part))
 
 
 def release_part(store: str | os.PathLike, part: str) -> None:
     """Give back this process's claim on ``part`` (nothing if it holds none)."""
-    path = _claim_path(store, part)
-    fd = _HELD.pop(str(path), None)
-    if fd is None:
-        return
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    finally:
-        os.close(fd)
+    files.release(_claim_path(store, part))
 
 
 def clear_stale_claims(store: str | os.PathLike) -> list[str]:
     """Remove the claim files no live process holds; returns the parts they named.
 
     A claim file outlives its holder when the holder was killed after writing its part but
-    before giving the claim back (:func:`write_part` writes the part, then releases). Its lock
-    died with the holder, so the file blocks nobody, but it would say a part is being computed
-    when nothing is. A file whose lock can be taken is stale: it is removed under that lock (a
-    writer that opens it afterwards sees a different inode at the path and starts over, as in
-    :func:`claim_part`). Claims held by this process or by another live one are left alone.
+    before giving the claim back (:func:`write_part` writes the part, then releases); see
+    :func:`taskset_lab.files.clear_stale_claims`.
     """
-    import fcntl
-
-    folder = Path(store) / CLAIMS_DIR
-    if not folder.is_dir():
-        return []
-    cleared = []
-    for path in sorted(folder.glob("*.claim")):
-        if str(path) in _HELD:  # ours (fcntl locks are per process: we could "take" it again)
-            continue
-        try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                continue  # a live holder
-            raise
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                path.unlink()
-                cleared.append(path.name[: -len(".claim")])
-        except FileNotFoundError:
-            pass
-        finally:
-            os.close(fd)
+    cleared = files.clear_stale_claims(Path(store) / CLAIMS_DIR)
     if cleared:
         log.info("curve store %s: removed %d claims of writers that are gone", store, len(cleared))
     return cleared

@@ -146,29 +146,40 @@ def _positive_int(value: Any) -> bool:
 
 
 def check_settings(cfg: DictConfig) -> None:
-    """Refuse the values that were silently clipped or ignored before (see module doc)."""
+    """Refuse the values that were silently clipped or ignored before (see module doc); all
+    their problems at once."""
+    from taskset_lab.errors import ConfigProblems
+
+    problems = ConfigProblems()
     hl = cfg.hparam_list
     length = int(hl.length)
     configs = OmegaConf.select(cfg, "search_space.num_configs", default=None)
-    if isinstance(configs, int) and length > configs:
-        raise ConfigError("hparam_list.length", f"is {length} but there are only {configs} configs "
-                                                f"(search_space.num_configs); use at most {configs}")
+    with problems:
+        if isinstance(configs, int) and length > configs:
+            raise ConfigError("hparam_list.length", f"is {length} but there are only {configs} configs "
+                                                    f"(search_space.num_configs); use at most {configs}")
     ks = OmegaConf.select(cfg, "hparam_list.ks", default=None)
-    if ks is not None:
-        ks = list(ks)
-        bad = [k for k in ks if not _positive_int(k) or k > length]
-        if not ks or bad:
-            raise ConfigError("hparam_list.ks", f"must be trial counts in [1, hparam_list.length={length}], "
-                                                f"got {ks}")
+    with problems:
+        if ks is not None:
+            ks = list(ks)
+            most = min(length, configs) if isinstance(configs, int) else length  # no list is longer
+            bad = [k for k in ks if not _positive_int(k) or k > most]
+            if not ks or bad:
+                limit = f"hparam_list.length={length}" if most == length else f"{most} (the configs a list has)"
+                raise ConfigError("hparam_list.ks", f"must be trial counts in [1, {limit}], got {ks}")
     tpe = OmegaConf.select(cfg, "hparam_list.tpe", default=None) or {}
     if tpe.get("enabled", False):
-        if not _positive_int(tpe.get("trials", 0)):
-            raise ConfigError("hparam_list.tpe.trials", f"must be a positive integer when TPE is on, got "
-                                                        f"{tpe.get('trials')!r} (hparam_list.tpe.enabled=false "
-                                                        f"leaves TPE out)")
-        if not _positive_int(tpe.get("seeds", 2)):
-            raise ConfigError("hparam_list.tpe.seeds", f"must be a positive integer, got {tpe.get('seeds')!r}")
-    check_divergence_factor(cfg)
+        with problems:
+            if not _positive_int(tpe.get("trials", 0)):
+                raise ConfigError("hparam_list.tpe.trials", f"must be a positive integer when TPE is on, got "
+                                                            f"{tpe.get('trials')!r} (hparam_list.tpe.enabled=false "
+                                                            f"leaves TPE out)")
+        with problems:
+            if not _positive_int(tpe.get("seeds", 2)):
+                raise ConfigError("hparam_list.tpe.seeds", f"must be a positive integer, got {tpe.get('seeds')!r}")
+    with problems:
+        check_divergence_factor(cfg)
+    problems.raise_all()
 
 
 def check_divergence_factor(cfg: DictConfig) -> None:

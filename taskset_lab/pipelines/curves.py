@@ -54,8 +54,14 @@ def format_summary(summary: dict[str, Any]) -> str:
 def check_collection_fields(cfg: DictConfig) -> CollectionSpec:
     """The collection spec of ``cfg``, every field and the task set checked (ConfigError naming
     the key); shared by CURVES and HPARAM_LIST (which may collect curves first)."""
-    spec = CollectionSpec.from_config(cfg)
-    resolve_task_set(cfg.task_set)  # raises ConfigError naming the bad entry
+    from taskset_lab.errors import ConfigProblems
+
+    problems, spec = ConfigProblems(), None
+    with problems:
+        spec = CollectionSpec.from_config(cfg)
+    with problems:
+        resolve_task_set(cfg.task_set)  # raises ConfigError naming the bad entry
+    problems.raise_all()
     return spec
 
 

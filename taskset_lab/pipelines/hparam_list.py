@@ -26,23 +26,31 @@ class HparamListPipeline(Pipeline):
                        "hparam_list.length")
 
     def check(self) -> None:
+        problems = self.problems
         apply_store_manifest(self.cfg)  # an existing store's own settings; contradicting overrides refused
         hl = self.cfg.hparam_list
         for field in ("select_split", "report_split"):
-            if hl.get(field, None) not in SPLITS:
-                raise ConfigError(f"hparam_list.{field}", f"must be one of {SPLITS}, got {hl.get(field)!r}")
-        if hl.get("reduce", "best") not in ("best", "final"):
-            raise ConfigError("hparam_list.reduce", f"must be 'best' or 'final', got {hl.reduce!r}")
-        if not float(hl.get("cap", 1.5)) > 0:
-            raise ConfigError("hparam_list.cap", f"must be > 0, got {hl.cap!r}")
-        self.require_positive_int("hparam_list.length")
-        folds = OmegaConf.select(self.cfg, "hparam_list.folds", default=5)
-        if not isinstance(folds, int) or folds < 2:
-            raise ConfigError("hparam_list.folds", f"must be an integer >= 2, got {folds!r}")
-        if not self._store_has_parts() and OmegaConf.select(self.cfg, "collect_if_missing", default=False):
-            check_collection_fields(self.cfg)
-        check_settings(self.cfg)
-        reference_lists(self.cfg)  # published lists to compare with (hparam_list.reference_lists)
+            with problems:
+                if hl.get(field, None) not in SPLITS:
+                    raise ConfigError(f"hparam_list.{field}", f"must be one of {SPLITS}, got {hl.get(field)!r}")
+        with problems:
+            if hl.get("reduce", "best") not in ("best", "final"):
+                raise ConfigError("hparam_list.reduce", f"must be 'best' or 'final', got {hl.reduce!r}")
+        with problems:
+            if not float(hl.get("cap", 1.5)) > 0:
+                raise ConfigError("hparam_list.cap", f"must be > 0, got {hl.cap!r}")
+        with problems:
+            self.require_positive_int("hparam_list.length")
+            check_settings(self.cfg)  # the list's length and ks against the configs it chooses from
+        with problems:
+            folds = OmegaConf.select(self.cfg, "hparam_list.folds", default=5)
+            if not isinstance(folds, int) or folds < 2:
+                raise ConfigError("hparam_list.folds", f"must be an integer >= 2, got {folds!r}")
+        with problems:
+            if not self._store_has_parts() and OmegaConf.select(self.cfg, "collect_if_missing", default=False):
+                check_collection_fields(self.cfg)
+        with problems:
+            reference_lists(self.cfg)  # published lists to compare with (hparam_list.reference_lists)
 
     def _store_has_parts(self) -> bool:
         return any((Path(str(self.cfg.curves_dir)) / "curves").glob("*.parquet"))

@@ -71,28 +71,49 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
 
 
+def check_optimizer_factory(cfg: DictConfig, field: str = "optimizer") -> None:
+    """The optimizer config builds a factory, and the factory an optimizer (on one dummy
+    parameter, in a shared group as MTL passes it), so a bad hyperparameter (``lr=-1``) is
+    refused before any training."""
+    from taskset_lab.mtl.module import _is_taskwise
+
+    if OmegaConf.select(cfg, f"{field}._partial_", default=False) is not True:
+        raise ConfigError(field, "must build a factory (set _partial_: true)")
+    factory = instantiate_field(cfg, field)
+    groups = [{"params": [torch.nn.Parameter(torch.zeros(1))], "mtl_role": "shared"}]
+    try:
+        factory(groups, n_tasks=1) if _is_taskwise(factory) else factory(groups)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(field, str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
 class MTLPipeline(Pipeline):
     name = "MTL"
     required_fields = ("expr_name", "output_dir", "global_seed", "total_steps", "eval_every", "train_tasks",
                        "eval_tasks", "mtl_dataset", "mtl_algorithm", "backbone", "optimizer", "trainer")
 
     def check(self) -> None:
-        total = self.require_positive_int("total_steps")
-        every = self.require_positive_int("eval_every")
-        if every > total:
-            raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
-        train = parse_task_list(self.cfg.train_tasks, "train_tasks")
-        evaluated = parse_task_list(self.cfg.eval_tasks, "eval_tasks")
-        if not set(evaluated) <= set(train):
-            raise ConfigError("eval_tasks", f"{evaluated} must be among train_tasks {train} (a head is trained "
-                              f"only for a trained task)")
-        require_positive_int(self.cfg, "torch_threads", nullable=True)
-        baseline = str(OmegaConf.select(self.cfg, "baseline", default="none"))
-        if baseline not in ("train", "none") and not (Path(baseline) / "final_metrics.csv").is_file():
-            raise ConfigError("baseline", f"must be train, none or a folder with final_metrics.csv, got {baseline!r}")
-        if not isinstance(OmegaConf.select(self.cfg, "optimizer._partial_", default=False), bool) or \
-                not OmegaConf.select(self.cfg, "optimizer._partial_", default=False):
-            raise ConfigError("optimizer", "must build a factory (set _partial_: true)")
+        problems = self.problems
+        with problems:
+            total = self.require_positive_int("total_steps")
+            every = self.require_positive_int("eval_every")
+            if every > total:
+                raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
+        with problems:
+            train = parse_task_list(self.cfg.train_tasks, "train_tasks")
+            evaluated = parse_task_list(self.cfg.eval_tasks, "eval_tasks")
+            if not set(evaluated) <= set(train):
+                raise ConfigError("eval_tasks", f"{evaluated} must be among train_tasks {train} (a head is trained "
+                                  f"only for a trained task)")
+        with problems:
+            require_positive_int(self.cfg, "torch_threads", nullable=True)
+        with problems:
+            baseline = str(OmegaConf.select(self.cfg, "baseline", default="none"))
+            if baseline not in ("train", "none") and not (Path(baseline) / "final_metrics.csv").is_file():
+                raise ConfigError("baseline", f"must be train, none or a folder with final_metrics.csv, "
+                                              f"got {baseline!r}")
+        with problems:
+            check_optimizer_factory(self.cfg)
 
     # -- building -------------------------------------------------------------------------
     def _datamodule(self):
@@ -260,13 +281,13 @@ class MTLPipeline(Pipeline):
             missing = [t for t in tasks if t not in found]
             if missing:
                 raise DataError(f"baseline {mode} has no results for tasks {missing}")
-            bad = {t: m for t in tasks for m, v in found[t].items() if not math.isfinite(v)}
-            if bad:
-                raise DataError(f"baseline {path} holds non-finite metrics (task: metric {bad}); no Δm against it")
+            check_baseline_values({t: found[t] for t in tasks}, path)
             return {t: found[t] for t in tasks}, mode
         cache = OmegaConf.select(self.cfg, "baseline_cache_dir", default=None)
         root = Path(str(cache)) / self.baseline_key(tasks) if cache else self.output_dir / "stl_baseline"
-        return self.train_single_tasks(dm, tasks, root), str(root)
+        results = self.train_single_tasks(dm, tasks, root)
+        check_baseline_values(results, root / "final_metrics.csv")
+        return results, str(root)
 
     # -- running --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -279,6 +300,9 @@ class MTLPipeline(Pipeline):
         threads = OmegaConf.select(cfg, "torch_threads", default=None)
         if threads is not None:  # small models: one thread avoids thread contention on a busy CPU
             torch.set_num_threads(int(threads))
+        if (self.output_dir / "metrics.csv").is_file() and not (self.output_dir / "final_metrics.csv").is_file():
+            log.warning("MTL: %s holds an unfinished (interrupted or diverged) run; MTL does not resume from checkpoints: the model is "
+                        "trained again from step 0 (finished single-task baselines are reused)", self.output_dir)
         self.save_config()
         dm = self._datamodule()
         train = parse_task_list(cfg.train_tasks, "train_tasks")
@@ -341,6 +365,19 @@ class MTLPipeline(Pipeline):
             names = [dm.tasks[t].name for t in module.task_ids]
             rau_heatmap(module.au.rau_per_layer(), names, out / "rau_heatmap.png",
                         title=f"rAU: {method} + {optimizer_name} on {dm.name}")
+
+
+def check_baseline_values(found: dict[int, dict[str, float]], path: Path) -> None:
+    """A baseline Δm can be measured against: finite metrics, and no 0 where Δm divides by it."""
+    from taskset_lab.mtl.metrics import HIGHER_IS_BETTER
+
+    bad = {t: m for t, metrics in found.items() for m, v in metrics.items() if not math.isfinite(v)}
+    if bad:
+        raise DataError(f"baseline {path} holds non-finite metrics (task: metric {bad}); no Δm against it")
+    zero = {t: m for t, metrics in found.items() for m, v in metrics.items() if m in HIGHER_IS_BETTER and v == 0}
+    if zero:
+        raise DataError(f"baseline {path} holds metrics of exactly 0 (task: metric {zero}); Δm divides by the "
+                        f"baseline's values, so it is undefined against this one")
 
 
 def read_final_metrics(path: Path) -> dict[int, dict[str, float]]:

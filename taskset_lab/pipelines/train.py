@@ -196,10 +196,13 @@ class TrainPipeline(Pipeline):
             if not self.last_checkpoint().is_file():
                 raise ConfigError("resume", f"no checkpoint to resume from at {self.last_checkpoint()}")
             self.cfg = resume_config(self.cfg, self.output_dir)
-        total = self.require_positive_int("total_steps")
-        every = self.require_positive_int("eval_every")
-        if every > total:
-            raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
+        with self.problems:
+            total = self.require_positive_int("total_steps")
+            every = self.require_positive_int("eval_every")
+            if every > total:
+                raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
+        with self.problems:
+            build_optimizer_factory(self.cfg)  # bad hyperparameters (lr=-1) before any training
 
     def last_checkpoint(self) -> Path:
         return self.output_dir / "checkpoints" / "last.ckpt"

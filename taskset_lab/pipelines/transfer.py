@@ -37,41 +37,54 @@ class TransferPipeline(Pipeline):
         from taskset_lab.transfer.methods import METHODS, check_trial, method_trials, parse_trial
         from taskset_lab.transfer.module import KINDS
 
-        cfg = self.cfg
-        total, every = self.require_positive_int("total_steps"), self.require_positive_int("eval_every")
-        if every > total:
-            raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
+        cfg, problems = self.cfg, self.problems
+        with problems:
+            total, every = self.require_positive_int("total_steps"), self.require_positive_int("eval_every")
+            if every > total:
+                raise ConfigError("eval_every", f"({every}) is larger than total_steps ({total})")
         methods = cfg.methods
-        unknown = sorted(set(methods) - set(METHODS))
-        if unknown:
-            raise ConfigError("methods", f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
+        with problems:
+            unknown = sorted(set(methods) - set(METHODS))
+            if unknown:
+                raise ConfigError("methods", f"unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}")
         for method in methods:
-            self.require_positive_int(f"methods.{method}.trials")
+            with problems:
+                self.require_positive_int(f"methods.{method}.trials")
         if "random" in methods:
-            self.require_positive_int("methods.random.repeats")
+            with problems:
+                self.require_positive_int("methods.random.repeats")
         if "adam_lr_grid" in methods:
-            lrs = OmegaConf.select(cfg, "methods.adam_lr_grid.lrs", default=None)
-            if not lrs or len(lrs) < method_trials(methods, "adam_lr_grid"):
-                raise ConfigError("methods.adam_lr_grid.lrs", f"needs at least methods.adam_lr_grid.trials "
-                                                              f"learning rates, got {list(lrs or [])}")
-        if not cfg.pairs:
-            raise ConfigError("pairs", "no model/data pair configured")
-        for name, pair in cfg.pairs.items():
-            kind = OmegaConf.select(pair, "kind", default=None)
-            if kind not in KINDS:
-                raise ConfigError(f"pairs.{name}.kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+            with problems:
+                lrs = OmegaConf.select(cfg, "methods.adam_lr_grid.lrs", default=None)
+                if not lrs or len(lrs) < method_trials(methods, "adam_lr_grid"):
+                    raise ConfigError("methods.adam_lr_grid.lrs", f"needs at least methods.adam_lr_grid.trials "
+                                                                  f"learning rates, got {list(lrs or [])}")
+        with problems:
+            if not cfg.pairs:
+                raise ConfigError("pairs", "no model/data pair configured")
+        for name, pair in (cfg.pairs or {}).items():
+            with problems:
+                kind = OmegaConf.select(pair, "kind", default=None)
+                if kind not in KINDS:
+                    raise ConfigError(f"pairs.{name}.kind", f"must be one of {', '.join(KINDS)}, got {kind!r}")
             for field in ("data", "model"):
-                if OmegaConf.select(pair, field, default=None) is None:
-                    raise ConfigError(f"pairs.{name}.{field}", "missing")
-            if "reference" in methods and OmegaConf.select(pair, "reference", default=None) is None:
-                raise ConfigError(f"pairs.{name}.reference", "the reference method needs the pair's recipe")
-        self.selected_pairs()
+                with problems:
+                    if OmegaConf.select(pair, field, default=None) is None:
+                        raise ConfigError(f"pairs.{name}.{field}", "missing")
+            with problems:
+                if "reference" in methods and OmegaConf.select(pair, "reference", default=None) is None:
+                    raise ConfigError(f"pairs.{name}.reference", "the reference method needs the pair's recipe")
+        with problems:
+            self.selected_pairs()
+        with problems:
+            for k in OmegaConf.select(cfg, "table_ks", default=[1, 3, 10]):
+                if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                    raise ConfigError("table_ks", f"must be positive integers, got {k!r}")
+        if problems.errors:  # the trial and the list are read against valid methods
+            return
         trial = str(OmegaConf.select(cfg, "trial", default="all"))
         if trial not in ("all", "aggregate"):
             check_trial(parse_trial(trial), methods)
-        for k in OmegaConf.select(cfg, "table_ks", default=[1, 3, 10]):
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ConfigError("table_ks", f"must be positive integers, got {k!r}")
         if trial == "all":
             self._check_list(method_trials(methods, "list"))
         elif trial != "aggregate":
@@ -125,19 +138,31 @@ class TransferPipeline(Pipeline):
 
         quiet_lightning(bool(OmegaConf.select(cfg, "verbose", default=False)))
         trial = str(OmegaConf.select(cfg, "trial", default="all"))
-        if is_rank_zero():
+        if is_rank_zero() and trial != "aggregate":  # aggregating reads a run; its config.yaml stays
             self.save_config()
+        elsewhere: list[str] = []
         if trial != "aggregate":
+            from taskset_lab.files import clear_stale_claims
+            from taskset_lab.transfer.runner import CLAIMS_DIR
+
             specs = plan_trials(cfg.methods) if trial == "all" else [parse_trial(trial)]
             self.check_data()
             for pair in self.selected_pairs():
                 results = self.results_dir / pair
                 check_setup(results, setup_record(cfg, pair))
+                clear_stale_claims(results / CLAIMS_DIR)  # claims of killed runs
                 for spec in specs:
-                    run_trial(cfg, pair, spec, results)
+                    if run_trial(cfg, pair, spec, results) is None:
+                        elsewhere.append(f"{pair} {spec}")
+                clear_stale_claims(results / CLAIMS_DIR)
         if not is_rank_zero():
             return {}
-        return self.aggregate()
+        summary = self.aggregate()
+        if elsewhere:
+            print(f"TRANSFER: {len(elsewhere)} trials were being run by another process ({', '.join(elsewhere)}); "
+                  f"trial=aggregate counts them once it has finished")
+            summary["trials_elsewhere"] = elsewhere
+        return summary
 
     def check_data(self) -> None:
         """Every selected pair's data is there (a cheap look: folders and globs), before any
@@ -152,28 +177,46 @@ class TransferPipeline(Pipeline):
 
     def aggregate(self) -> dict[str, Any]:
         """transfer.csv, transfer.png, the table, summary.json from every finished trial."""
+        from taskset_lab.files import write_text_atomic
         from taskset_lab.transfer.results import (best_after_k, format_table, load_trials, plot_transfer,
-                                                  summary_numbers, write_csv_atomic)
-
+                                                  summary_numbers, uncounted_trials, write_csv_atomic)
         from taskset_lab.transfer.runner import write_json_atomic
 
         ks = [int(k) for k in OmegaConf.select(self.cfg, "table_ks", default=[1, 3, 10])]
         root = self.results_dir
-        root.mkdir(parents=True, exist_ok=True)
-        trials = load_trials(root)
+        if not root.is_dir():
+            root.mkdir(parents=True, exist_ok=True)
+        damaged: list[str] = []
+        trials = load_trials(root, damaged)
+        uncounted = uncounted_trials(trials)
         table = best_after_k(trials)
-        csv = write_csv_atomic(table, root / "transfer.csv")
         text = format_table(table, ks) if len(table) else "no finished trials yet\n"
-        tmp = root / "transfer_table.txt.tmp"
-        tmp.write_text(text)
-        tmp.replace(root / "transfer_table.txt")
-        plot = plot_transfer(table, root / "transfer.png") if len(table) else None
+        if damaged or uncounted:  # never dropped silently: the table says what it leaves out
+            text += "".join(f"not counted, damaged trial file {d}\n" for d in damaged)
+            text += "".join(f"not counted: {u}\n" for u in uncounted)
+            text += "(the same command with trial=all runs the missing and damaged trials again)\n"
+            for line in damaged + uncounted:
+                log.warning("TRANSFER aggregate: %s", line)
         diverged = int((trials["status"] == "diverged").sum()) if len(trials) else 0
         summary = {"trials_finished": int(len(trials)), "trials_diverged": diverged,
                    "seconds": float(trials["seconds"].sum()) if len(trials) else 0.0,
-                   "test_loss_after_k": summary_numbers(table, ks), "transfer_csv": str(csv),
-                   "plot": str(plot) if plot else None, "results_dir": str(root)}
-        write_json_atomic(root / "summary.json", summary)
+                   "test_loss_after_k": summary_numbers(table, ks), "transfer_csv": str(root / "transfer.csv"),
+                   "plot": None, "results_dir": str(root), "damaged_trials": damaged, "uncounted_trials": uncounted}
+        plot = None
+        try:
+            write_csv_atomic(table, root / "transfer.csv")
+            write_text_atomic(root / "transfer_table.txt", text)
+            plot = plot_transfer(table, root / "transfer.png") if len(table) else None
+            summary["plot"] = str(plot) if plot else None
+            write_json_atomic(root / "summary.json", summary)
+        except OSError as exc:  # a read-only archive: the table is still shown
+            from taskset_lab.cli import os_error_line
+
+            line = os_error_line(exc)
+            if line is None or OmegaConf.select(self.cfg, "trial", default="all") != "aggregate":
+                raise
+            summary["not_written"] = line
+            print(f"TRANSFER: results not written ({line}); the table below is printed only")
         self._log_wandb(table, plot)
         print(text, end="")
         print(f"TRANSFER: {len(trials)} finished trials ({diverged} diverged); outputs in {root}")

@@ -10,7 +10,6 @@ Only complete prefixes count: if trial 2 of a method is missing, k stops at 2.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -18,24 +17,45 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from taskset_lab.transfer.methods import METHODS, SINGLE_TRIAL
+from taskset_lab.transfer.methods import METHODS, SINGLE_TRIAL, TrialSpec
 
 COLUMNS = ["pair", "method", "k", "trials_used", "repeats", "valid_loss", "test_loss", "valid_loss_std",
            "test_loss_std", "valid_accuracy", "test_accuracy", "diverged", "best_trial"]
 
 
-def load_trials(output_dir: Path) -> pd.DataFrame:
-    """One row per finished trial of every pair under ``output_dir`` (``<pair>/trials/*.json``)."""
+def load_trials(output_dir: Path, damaged: list[str] | None = None) -> pd.DataFrame:
+    """One row per finished trial of every pair under ``output_dir`` (``<pair>/trials/*.json``).
+    A file that does not read as a trial record is left out; ``damaged`` (when given) gets
+    one ``"<path>: <what is wrong>"`` per such file."""
+    from taskset_lab.transfer.runner import read_trial_record
+
     rows = []
     for path in sorted(Path(output_dir).glob("*/trials/*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        record, problem = read_trial_record(path)
+        if record is None:
+            if damaged is not None:
+                damaged.append(f"{path}: {problem}")
             continue
         rows.append({k: record.get(k) for k in ("pair", "method", "k", "repeat", "trial", "status", "valid", "test",
                                                  "valid_accuracy", "test_accuracy", "steps", "seconds",
                                                  "seconds_per_step", "diverged_step")})
     return pd.DataFrame(rows)
+
+
+def uncounted_trials(trials: pd.DataFrame) -> list[str]:
+    """One line per method run whose finished trials are not all counted because an earlier
+    trial is missing (only complete prefixes count: best after k needs trials 0..k-1)."""
+    out = []
+    if trials.empty:
+        return out
+    for (pair, method, repeat), rep in trials.groupby(["pair", "method", "repeat"], sort=True):
+        ks = set(int(k) for k in rep["k"])
+        gap = next(n for n in range(len(ks) + 1) if n not in ks)
+        later = sorted(TrialSpec(str(method), int(k), int(repeat)).name for k in ks if k > gap)
+        if later:
+            out.append(f"{pair}: {len(later)} finished {method} trial(s) not counted ({', '.join(later)}): "
+                       f"{TrialSpec(str(method), gap, int(repeat)).name} is missing or damaged")
+    return out
 
 
 def _score(value: Any) -> float:
@@ -95,10 +115,9 @@ def _mean_or_none(values: Sequence[Any]) -> float | None:
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
+    from taskset_lab.files import write_text_atomic
+
+    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 def format_table(table: pd.DataFrame, ks: Sequence[int] = (1, 3, 10), metric: str = "test_loss") -> str:

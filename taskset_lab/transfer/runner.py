@@ -6,9 +6,15 @@ Layout of a results folder (``<output_dir>/<pair>/``)::
     trials/<trial>.json            one finished trial (written atomically, last)
     trials/<trial>/curve.csv       its loss curve; Lightning loggers write under trials/<trial>/
 
-A trial whose ``.json`` exists is finished and skipped; a killed run leaves at most a
-``.tmp`` or a trial folder without ``.json``, which the next run redoes. Every rank of a DDP
-run executes the same trials in the same order; only rank 0 writes files.
+    claims/<trial>.claim           the process running that trial (single-device runs)
+
+A trial whose ``.json`` exists and reads as a trial record is finished and skipped; a killed
+run leaves at most a ``.tmp`` or a trial folder without ``.json``, which the next run redoes.
+A damaged ``.json`` (not JSON, not a record, a field of the wrong type) is named in a warning,
+moved aside to ``<trial>.json.damaged`` and redone. Two processes on one folder share the
+trials: each runs only the trials it claims (:mod:`taskset_lab.files`; a killed holder's claim
+is free at once). Every rank of a DDP run executes the same trials in the same order (no
+claims then); only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from taskset_lab import files
 from taskset_lab.errors import ConfigError
 from taskset_lab.pipelines.building import build_callbacks, build_loggers, finish_loggers, instantiate_field
 from taskset_lab.transfer.methods import TrialSpec, optimizer_spec
@@ -35,11 +43,45 @@ log = logging.getLogger(__name__)
 _MACHINE_KEYS = ("root", "data_dir", "num_workers", "download")  # where data lives, not what it is
 
 
+#: what a trial record must hold, and of which type, to be counted
+TRIAL_FIELDS: dict[str, tuple[type, ...]] = {"pair": (str,), "method": (str,), "k": (int,), "repeat": (int,),
+                                             "trial": (str,), "status": (str,), "valid": (int, float),
+                                             "test": (int, float)}
+TRIAL_STATUSES = ("done", "diverged")
+CLAIMS_DIR = "claims"
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    files.write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def read_trial_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)`` for a readable trial record, ``(None, what is wrong)`` otherwise."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    except UnicodeDecodeError:
+        return None, "not text (binary bytes)"
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON ({exc.msg} at line {exc.lineno})"
+    if not isinstance(record, dict):
+        return None, f"holds a JSON {type(record).__name__}, not a trial record"
+    missing = [k for k in TRIAL_FIELDS if k not in record]
+    if missing:
+        return None, f"lacks {', '.join(missing)}"
+    for key, kinds in TRIAL_FIELDS.items():
+        value = record[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            return None, f"'{key}' is {value!r}, not {'a number' if float in kinds else kinds[0].__name__}"
+    if record["status"] not in TRIAL_STATUSES:
+        return None, f"'status' is {record['status']!r}, not one of {', '.join(TRIAL_STATUSES)}"
+    name = TrialSpec(record["method"], record["k"], record["repeat"]).name
+    if name != path.stem:
+        return None, f"records trial {name!r}, not {path.stem!r}"
+    return record, None
 
 
 def is_rank_zero() -> bool:
@@ -82,10 +124,17 @@ def finished_trial(results: Path, spec: TrialSpec, opt: dict[str, Any]) -> dict[
     path = trial_path(results, spec)
     if not path.is_file():
         return None
-    try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # not ours to trust: redo it
+    record, problem = read_trial_record(path)
+    if record is None:  # not ours to trust: kept aside, redone
+        aside = path.with_name(path.name + ".damaged")
+        try:
+            os.replace(path, aside)
+            where = f"moved to {aside}"
+        except OSError:
+            where = "left in place"
+        log.warning("damaged trial file %s: %s; %s, the trial is run again", path, problem, where)
+        return None
+
     def same(o: Any) -> Any:  # the list's hparams decide, not the path it was read from
         return {k: v for k, v in json.loads(json.dumps(o, default=str)).items() if k != "list"}
 
@@ -112,8 +161,21 @@ def _final_row(curve: list[dict[str, float]]) -> dict[str, float]:
     return dict(curve[-1]) if curve else {}
 
 
-def run_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path) -> dict[str, Any]:
-    """Train ``spec`` on pair ``pair_name`` (or return its recorded result); see the module doc."""
+def shares_work(cfg: DictConfig) -> bool:
+    """Whether trials are claimed (one device, one process per run: another run on the same
+    folder takes the other trials); a multi-device run's ranks follow one plan instead."""
+    devices = OmegaConf.select(cfg, "trainer.devices", default=1)
+    nodes = OmegaConf.select(cfg, "trainer.num_nodes", default=1)
+    return devices in (1, "1") and nodes in (1, None) and int(os.environ.get("WORLD_SIZE", "1")) == 1
+
+
+def claim_path(results: Path, spec: TrialSpec) -> Path:
+    return results / CLAIMS_DIR / f"{spec.name}.claim"
+
+
+def run_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path) -> dict[str, Any] | None:
+    """Train ``spec`` on pair ``pair_name`` (or return its recorded result); None when another
+    process is running it (see the module doc)."""
     pair = cfg.pairs[pair_name]
     opt = optimizer_spec(spec, cfg.methods, OmegaConf.select(cfg, "list"),
                          OmegaConf.to_container(pair.reference, resolve=True) if "reference" in pair else None)
@@ -121,6 +183,22 @@ def run_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path) -
     if done is not None:
         log.info("%s %s: finished earlier, skipped", pair_name, spec)
         return done
+    if not shares_work(cfg):
+        return _train_trial(cfg, pair_name, spec, results, opt)
+    claim = claim_path(results, spec)
+    if not files.claim(claim, done=lambda: trial_path(results, spec).is_file()):
+        done = finished_trial(results, spec, opt)  # finished by the holder just before us
+        if done is None:
+            log.info("%s %s: being run by another process, skipped", pair_name, spec)
+        return done
+    try:
+        return _train_trial(cfg, pair_name, spec, results, opt)
+    finally:
+        files.release(claim)
+
+
+def _train_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path, opt: dict[str, Any]) -> dict[str, Any]:
+    pair = cfg.pairs[pair_name]
     total_steps, eval_every = int(cfg.total_steps), int(cfg.eval_every)
     trial_dir = results / "trials" / spec.name
     trial_cfg = _trial_config(cfg, trial_dir, pair_name, spec)
@@ -172,10 +250,7 @@ def run_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path) -
               "last_finite": final}
     if trainer.is_global_zero:
         trial_dir.mkdir(parents=True, exist_ok=True)
-        curve = pd.DataFrame(module.curve)
-        tmp = trial_dir / "curve.csv.tmp"
-        curve.to_csv(tmp, index=False)
-        tmp.replace(trial_dir / "curve.csv")
+        files.write_text_atomic(trial_dir / "curve.csv", pd.DataFrame(module.curve).to_csv(index=False))
         write_json_atomic(trial_path(results, spec), record)  # last: marks the trial finished
     if diverged:
         log.warning("%s %s diverged at step %d (loss NaN/inf or above %.4g)", pair_name, spec,

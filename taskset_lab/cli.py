@@ -8,14 +8,14 @@ stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from taskset_lab.errors import TasklabError
+from taskset_lab.errors import TasklabError, os_error_line  # noqa: F401  (os_error_line: tests, pipelines)
+from taskset_lab.overrides import explicit_overrides, override_key  # noqa: F401
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # the shell's code for a run stopped by Ctrl-C (SIGINT)
@@ -152,20 +152,6 @@ def honour_explicit_list_size(cfg: Any) -> None:
             cfg.search_space.num_configs = size
 
 
-def explicit_overrides() -> list[str] | None:
-    """The command line's overrides (Hydra's ``overrides.task``), or None outside the CLI."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None
-    return list(HydraConfig.get().overrides.task)
-
-
-def override_key(override: str) -> str:
-    """``optimizer.lr`` of ``optimizer.lr=3``, ``+a.b=1``, ``~a.b``."""
-    return override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
-
-
 def check_devices(cfg: Any) -> None:
     """A GPU asked for where there is none: one line naming the field, before anything runs."""
     from omegaconf import OmegaConf
@@ -255,34 +241,6 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
         if line is None:
             raise
         raise TasklabError(line) from exc
-
-
-# errors of the file system that are the user's to fix (permissions, space, a file where a folder belongs)
-_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-                errno.EEXIST, errno.EDQUOT, errno.EFBIG}
-
-
-def os_error_line(exc: BaseException) -> str | None:
-    """One line for a file-system error the user can fix, or None for anything else."""
-    if not isinstance(exc, OSError):
-        return None
-    if exc.errno is None:  # pyarrow and others raise OSError with the errno only in the message
-        text = str(exc)
-        for code in _USER_ERRNOS:
-            if os.strerror(code) in text:
-                return (f"cannot write: {os.strerror(code).lower()} ({text.splitlines()[0] if text else code}); "
-                        f"files finished before this are kept")
-        return None
-    if exc.errno not in _USER_ERRNOS:
-        return None
-    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-            errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-            errno.EPERM: "operation not permitted", errno.ENOTDIR: "a path component is a file, not a folder",
-            errno.EISDIR: "is a folder, not a file", errno.EEXIST: "already exists",
-            errno.EFBIG: "file too large"}[exc.errno]
-    path = exc.filename if exc.filename is not None else ""
-    where = f" at {path}" if path else ""
-    return f"cannot write{where}: {what} ({exc.strerror or exc}); files finished before this are kept"
 
 
 def hydra_error_line(exc: BaseException) -> str:

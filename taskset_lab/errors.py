@@ -1,5 +1,8 @@
 """User-facing errors: the CLI prints these as one line, without a traceback."""
 
+import errno
+import os
+
 
 class TasklabError(Exception):
     """A mistake in what the user asked for (config, input data, paths)."""
@@ -65,3 +68,31 @@ class ConfigProblems:
             raise errors[0]
         if errors:
             raise ConfigErrors(errors)
+
+
+# errors of the file system that are the user's to fix (permissions, space, a file where a folder belongs)
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                errno.EEXIST, errno.EDQUOT, errno.EFBIG}
+
+
+def os_error_line(exc: BaseException) -> str | None:
+    """One line for a file-system error the user can fix, or None for anything else."""
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno is None:  # pyarrow and others raise OSError with the errno only in the message
+        text = str(exc)
+        for code in _USER_ERRNOS:
+            if os.strerror(code) in text:
+                return (f"cannot write: {os.strerror(code).lower()} ({text.splitlines()[0] if text else code}); "
+                        f"files finished before this are kept")
+        return None
+    if exc.errno not in _USER_ERRNOS:
+        return None
+    what = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+            errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+            errno.EPERM: "operation not permitted", errno.ENOTDIR: "a path component is a file, not a folder",
+            errno.EISDIR: "is a folder, not a file", errno.EEXIST: "already exists",
+            errno.EFBIG: "file too large"}[exc.errno]
+    path = exc.filename if exc.filename is not None else ""
+    where = f" at {path}" if path else ""
+    return f"cannot write{where}: {what} ({exc.strerror or exc}); files finished before this are kept"

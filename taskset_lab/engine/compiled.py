@@ -29,6 +29,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from taskset_lab.engine.state import PopulationState, is_bad, where_k
+
 log = logging.getLogger(__name__)
 
 #: the compile modes ``learner.compile`` accepts
@@ -124,7 +126,6 @@ def _step_core(pop: Any, params: dict[str, Tensor], opt_state: dict, task_state:
     freeze folded into the same write): Inductor then updates them in place in one pass,
     where fresh outputs cost a write-allocate read of every new buffer and twice the memory.
     Returns ``(task_state, diverged, diverged_step)``."""
-    from taskset_lab.engine.population import _where_k, is_bad
     from taskset_lab.optim.base import BatchedOptimizer
 
     grads, (values, new_task_state) = pop._grad(params, task_state, batch, noise)
@@ -135,11 +136,11 @@ def _step_core(pop: Any, params: dict[str, Tensor], opt_state: dict, task_state:
         opt = BatchedOptimizer(pop.family, hparams, pop.total_steps)
         new_params, new_opt = opt.step(params, grads, opt_state, coef=coef)
         for n, p in params.items():
-            p.copy_(_where_k(diverged, p, new_params[n]))
+            p.copy_(where_k(diverged, p, new_params[n]))
         for n, st in new_opt.items():
             for key, v in st.items():
-                opt_state[n][key].copy_(_where_k(diverged, opt_state[n][key], v))
-        out_task = {n: _where_k(diverged, task_state[n], v) for n, v in new_task_state.items()}
+                opt_state[n][key].copy_(where_k(diverged, opt_state[n][key], v))
+        out_task = {n: where_k(diverged, task_state[n], v) for n, v in new_task_state.items()}
     return out_task, diverged, dstep
 
 
@@ -204,7 +205,6 @@ class CompiledStep:
         _CACHE.pop(self._key, None)
 
     def step(self, state: Any) -> Any:
-        from taskset_lab.engine.population import PopulationState
 
         pop = self.pop
         if not self.compiled:

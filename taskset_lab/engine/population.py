@@ -47,7 +47,8 @@ from taskset_lab.optim.base import BatchedOptimizer, FlatBuffers, OptimizerFamil
 from taskset_lab.tasks.base import SPLITS, Batch, Task, eval_key, state_names
 from taskset_lab.tasks.context import StepContext, step_context
 
-# issue 14: compiled step, allocator settings, automatic K
+from taskset_lab.engine.state import (BOUND_FLOOR, PopulationState, divergence_bound, is_bad,  # noqa: F401
+                                      mask_after_divergence, where_k)
 from taskset_lab.engine.compiled import (PROBE_KS, PROBE_MIN_STEPS, CompiledStep, apply_allocator_settings,  # noqa: E402
                                          compile_available, compile_mode, probe_population_size,
                                          should_compile)
@@ -56,8 +57,6 @@ _log = logging.getLogger(__name__)
 
 #: the default ``divergence_factor`` (also the learner config's default)
 DEFAULT_DIVERGENCE_FACTOR = 100.0
-#: ``|L0|`` is floored at this value in the bound, so a zero initial loss still has a bound
-BOUND_FLOOR = 1e-12
 #: the CPU memory budget when none is given and the free memory cannot be read
 DEFAULT_CPU_BUDGET = 4 << 30
 
@@ -101,26 +100,6 @@ def eval_steps(total_steps: int, eval_every: int) -> list[int]:
 def init_seed(replica: int) -> int:
     """The module-initialisation seed of a replica (replica r uses seed r)."""
     return int(replica)
-
-
-def divergence_bound(initial_loss: Tensor, divergence_factor: float) -> Tensor:
-    """``L0 + factor * max(|L0|, BOUND_FLOOR)``; NaN where ``L0`` is not finite (so it diverges)."""
-    bound = initial_loss + divergence_factor * initial_loss.abs().clamp_min(BOUND_FLOOR)
-    return torch.where(torch.isfinite(initial_loss), bound, torch.full_like(bound, math.nan))
-
-
-def is_bad(loss: Tensor, bound: Tensor) -> Tensor:
-    """Whether a loss counts as divergence (non-finite, above the bound, or bound is NaN)."""
-    return ~torch.isfinite(loss) | ~(loss <= bound)
-
-
-def mask_after_divergence(losses: dict[str, Tensor], steps: Sequence[int],
-                          diverged_step: Tensor) -> dict[str, Tensor]:
-    """NaN every evaluation at or after each config's divergence step."""
-    step_t = torch.tensor(list(steps), dtype=torch.long)
-    dstep = diverged_step.to(torch.long).cpu()
-    dead = (dstep[:, None] >= 0) & (step_t[None, :] >= dstep[:, None])
-    return {s: torch.where(dead, torch.full_like(v, math.nan), v) for s, v in losses.items()}
 
 
 # ------------------------------------------------------------------ memory / chunking
@@ -179,44 +158,6 @@ def _prepare(task: Task, replica: int, device: torch.device | str, dtype: torch.
              ) -> tuple[Task, nn.Module]:
     module = task.init_module(init_seed(replica)).to(device=device, dtype=dtype)
     return task.to(device, dtype), module
-
-
-def _where_k(keep: Tensor, old: Tensor, new: Tensor) -> Tensor:
-    """``old`` where ``keep[k]`` else ``new``, for tensors with a leading [K] axis."""
-    if new.dim() == 0 or new.shape[0] != keep.shape[0]:
-        return new
-    return torch.where(keep.view((-1,) + (1,) * (new.dim() - 1)), old, new)
-
-
-@dataclass
-class PopulationState:
-    """Everything that changes while K configs train: the step about to be taken, the
-    stacked parameters, optimizer state and task state (``[K, ...]`` each), and the
-    divergence bookkeeping (``bound`` is set by the evaluation at step 0)."""
-
-    step: int
-    params: dict[str, Tensor]
-    opt_state: dict[str, dict[str, Tensor]]
-    task_state: dict[str, Tensor]
-    diverged: Tensor
-    diverged_step: Tensor
-    bound: Tensor
-    #: the flat ``[K, P]`` buffers ``params`` and ``opt_state`` are views of, when the step
-    #: updates them in place (the eager engine with an in-place optimizer family); ``None``
-    #: when they are separate tensors (the compiled step, families with only ``update``)
-    flat: FlatBuffers | None = None
-
-    def unflattened(self) -> "PopulationState":
-        """The same state with contiguous per-name tensors of its own (``flat = None``); the
-        state itself when it is not flat."""
-        return self if self.flat is None else self.copy()
-
-    def copy(self) -> "PopulationState":
-        """A copy whose parameters and optimizer state are tensors of its own (``flat = None``):
-        stepping it in place leaves this state as it is."""
-        return dataclasses.replace(
-            self, params={n: p.clone() for n, p in self.params.items()},
-            opt_state={n: {k: v.clone() for k, v in st.items()} for n, st in self.opt_state.items()}, flat=None)
 
 
 class Population:
@@ -330,14 +271,14 @@ class Population:
         dstep = torch.where(bad & ~state.diverged, s, state.diverged_step)
         diverged = state.diverged | bad
         with torch.no_grad():
-            task_state = {n: _where_k(diverged, state.task_state[n], v) for n, v in new_task_state.items()}
+            task_state = {n: where_k(diverged, state.task_state[n], v) for n, v in new_task_state.items()}
             if state.flat is not None:
                 self.opt.step_flat_(state.flat, grads, ~diverged)
                 return dataclasses.replace(state, step=s + 1, task_state=task_state, diverged=diverged,
                                            diverged_step=dstep)
             new_params, new_opt = self.opt.step(state.params, grads, state.opt_state)
-            params = {n: _where_k(diverged, state.params[n], new_params[n]) for n in state.params}
-            opt_state = {n: {key: _where_k(diverged, state.opt_state[n][key], v) for key, v in st.items()}
+            params = {n: where_k(diverged, state.params[n], new_params[n]) for n in state.params}
+            opt_state = {n: {key: where_k(diverged, state.opt_state[n][key], v) for key, v in st.items()}
                          for n, st in new_opt.items()}
         return PopulationState(s + 1, params, opt_state, task_state, diverged, dstep, state.bound)
 

@@ -42,7 +42,7 @@ WARNINGS_FILE = "data_warnings.txt"
 
 
 def _explicit_keys() -> tuple[str, ...] | None:
-    from taskset_lab.cli import explicit_overrides, override_key
+    from taskset_lab.overrides import explicit_overrides, override_key
 
     explicit = explicit_overrides()
     return None if explicit is None else tuple(override_key(o) for o in explicit)

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig, OmegaConf
 
 from taskset_lab.errors import ConfigError, ConfigProblems
+from taskset_lab.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +85,12 @@ class Pipeline:
         return Path(str(self.cfg.output_dir))
 
     def save_config(self, name: str = "config.yaml") -> Path:
-        """Write the resolved config next to the results (``config.yaml`` by default)."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / name
-        path.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
-        return path
+        """Write the resolved config next to the results (``config.yaml`` by default), atomically."""
+        return write_text_atomic(self.output_dir / name, OmegaConf.to_yaml(self.cfg, resolve=True))
 
     def write_json(self, name: str, payload: Any) -> Path:
-        path = self.output_dir / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-        tmp.replace(path)
-        return path
+        """Write ``payload`` as JSON under ``output_dir``, atomically."""
+        return write_text_atomic(self.output_dir / name, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
     def run(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from taskset_lab.cli import explicit_overrides, override_key
+from taskset_lab.overrides import explicit_overrides, override_key
 from taskset_lab.errors import ConfigError
 from taskset_lab.pipelines.base import Pipeline
 from taskset_lab.pipelines.building import (build_callbacks, build_loggers, build_optimizer_factory, build_task,
@@ -220,15 +220,6 @@ class TrainPipeline(Pipeline):
         stop = int(self.cfg.total_steps) if stop is None or int(stop) < 0 else int(stop)
         done = summary.get("diverged_step") is not None or int(summary.get("steps", -1)) >= stop
         return summary if done else None
-
-    def save_config(self, name: str = "config.yaml") -> Path:
-        """The resolved config next to the results, written atomically."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / name
-        tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-        tmp.write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
-        os.replace(tmp, path)
-        return path
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg

@@ -210,7 +210,7 @@ class TransferPipeline(Pipeline):
             summary["plot"] = str(plot) if plot else None
             write_json_atomic(root / "summary.json", summary)
         except OSError as exc:  # a read-only archive: the table is still shown
-            from taskset_lab.cli import os_error_line
+            from taskset_lab.errors import os_error_line
 
             line = os_error_line(exc)
             if line is None or OmegaConf.select(self.cfg, "trial", default="all") != "aggregate":

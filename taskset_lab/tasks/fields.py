@@ -10,12 +10,9 @@ the value and what is allowed — not hours in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from taskset_lab.errors import ConfigError
-
-if TYPE_CHECKING:
-    from taskset_lab.tasks.registry import TaskFamily
 
 #: keys every task config may carry besides the family's own
 COMMON_KEYS = ("family",)
@@ -84,11 +81,18 @@ def _is_kind(value: Any, kind: str) -> bool:
     return isinstance(value, {"str": str, "list": list, "dict": dict}[kind])
 
 
+class FieldedFamily(Protocol):
+    """What the checks read of a task family (:class:`taskset_lab.tasks.registry.TaskFamily`)."""
+
+    name: str
+    fields: Mapping[str, Field]
+
+
 def _bad(family: str, key: str, problem: str) -> ConfigError:
     return ConfigError(f"task.{key}", f"family {family}: {problem}")
 
 
-def check_override_keys(family: "TaskFamily", overrides: Mapping[str, Any]) -> None:
+def check_override_keys(family: FieldedFamily, overrides: Mapping[str, Any]) -> None:
     """Refuse override keys the family does not have (a typo would change the task's name
     but not the task)."""
     if not family.fields:
@@ -99,7 +103,7 @@ def check_override_keys(family: "TaskFamily", overrides: Mapping[str, Any]) -> N
                                          f"{', '.join(sorted(family.fields))}")
 
 
-def validate_config(family: "TaskFamily", config: Mapping[str, Any]) -> None:
+def validate_config(family: FieldedFamily, config: Mapping[str, Any]) -> None:
     """Check every key of ``config`` against the family's fields (no-op for families that
     declare none)."""
     if not family.fields:

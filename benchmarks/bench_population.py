@@ -439,6 +439,9 @@ def allocator_ratio(case: str, k: int, seconds: float, threads: int | None) -> d
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from taskset_lab.engine import apply_allocator_settings
+
+    apply_allocator_settings()  # as the CLI does (TASKLAB_MALLOPT=0: off, see --allocator)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--json", action="store_true", help="print only the JSON report on stdout")

@@ -196,3 +196,15 @@ def test_allocator_settings_apply_once_on_glibc(monkeypatch):
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert applied is True
     assert apply_allocator_settings() is applied
+
+
+def test_train_population_changes_no_process_setting(monkeypatch):
+    """The allocator is the caller's opt-in (the CLI takes it): a library call leaves it alone."""
+    import taskset_lab.engine.compiled as compiled
+
+    monkeypatch.setattr(compiled, "_ALLOCATOR_APPLIED", None)
+    calls = []
+    monkeypatch.setattr(compiled.ctypes, "CDLL", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError()))
+    task = sample_task("quadratic_family", 0)
+    res = train_population(task, get_family("nadamw"), _configs("nadamw")[:2], total_steps=3, eval_every=3)
+    assert res.num_configs == 2 and compiled._ALLOCATOR_APPLIED is None and calls == []

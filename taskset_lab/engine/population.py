@@ -49,7 +49,7 @@ from taskset_lab.tasks.context import StepContext, step_context
 
 from taskset_lab.engine.state import (BOUND_FLOOR, PopulationState, divergence_bound, is_bad,  # noqa: F401
                                       mask_after_divergence, where_k)
-from taskset_lab.engine.compiled import (PROBE_KS, PROBE_MIN_STEPS, CompiledStep, apply_allocator_settings,  # noqa: E402
+from taskset_lab.engine.compiled import (PROBE_KS, PROBE_MIN_STEPS, CompiledStep,  # noqa: E402
                                          compile_available, compile_mode, probe_population_size,
                                          should_compile)
 
@@ -360,8 +360,8 @@ def train_population(task: Task, family: OptimizerFamily | str, configs: Sequenc
     else:
         chunk = max(1, int(max_chunk))
     ids = list(range(k)) if config_ids is None else [int(c) for c in config_ids]
-    # issue 14 (engine/compiled.py): allocator settings, K from a timing probe, compile or not
-    apply_allocator_settings()
+    # K from a timing probe, compile or not (engine/compiled.py); the allocator is the caller's
+    # choice (apply_allocator_settings: the CLI opts in, a library call changes no process setting)
     mode = compile_mode(compile)
     step_s = 0.0
     time_it = mode == "auto" and compile_available(device) and int(total_steps) * math.ceil(k / chunk) >= 200

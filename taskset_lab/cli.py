@@ -225,7 +225,7 @@ def run_pipeline(cfg: Any) -> dict[str, Any]:
         check_override_meaning(explicit_overrides())
         honour_explicit_list_size(cfg)
         pipeline = get_pipeline(str(name))(cfg)
-        from taskset_lab.hparam_list.checks import check_divergence_factor
+        from taskset_lab.pipelines.hparam_list_config import check_divergence_factor
 
         for check in (check_loggers, check_devices, check_divergence_factor):
             with pipeline.problems:  # reported with the pipeline's own problems, all at once

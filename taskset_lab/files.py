@@ -16,30 +16,48 @@ import os
 import secrets
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 log = logging.getLogger(__name__)
 
 _HELD: dict[str, int] = {}  # claim file -> open descriptor holding its lock (this process)
 
 
-def temporary_name(path: Path) -> Path:
-    """A hidden sibling of ``path`` no other writer uses (``.<name>.<host>.<pid>.<tag>.tmp``)."""
-    return path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+def temporary_name(path: Path, keep_suffix: bool = False) -> Path:
+    """A hidden sibling of ``path`` no other writer uses (``.<name>.<host>.<pid>.<tag>.tmp``;
+    with ``keep_suffix`` the name ends in ``path``'s suffix, for writers that read the format
+    from it)."""
+    tag = f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}"
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.{tag}.tmp{path.suffix}")
+    return path.with_name(f".{path.name}.{tag}.tmp")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, keep_suffix: bool = False) -> Iterator[Path]:
+    """A temporary path to write ``path``'s new content to; renamed onto ``path`` when the
+    block ends without an error, removed otherwise (the old file survives a failure)::
+
+        with atomic_path(out / "curve.csv") as tmp:
+            frame.to_csv(tmp, index=False)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_name(path, keep_suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (a unique temporary file, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def claim(path: str | os.PathLike, done: Callable[[], bool] = lambda: False) -> bool:

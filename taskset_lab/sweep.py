@@ -12,7 +12,6 @@ there, under a lock, so the summary is complete after the last job whichever lau
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +19,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taskset_lab.errors import TasklabError
+from taskset_lab.files import write_text_atomic
 
 JOB_FILE = "job.json"
 SUMMARY_JSON = "sweep_summary.json"
@@ -39,9 +39,7 @@ def _scalars(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def run_sweep_job(cfg: DictConfig, job_dir: Path, run: Callable[[DictConfig], Any]) -> Any:
@@ -104,7 +102,5 @@ def update_sweep_summary(sweep_dir: Path) -> dict[str, Any]:
         rows = [{"num": j.get("num"), "status": j.get("status"), "overrides": " ".join(j.get("overrides", [])),
                  "output_dir": j.get("output_dir"), "error": j.get("error"), **(j.get("result") or {})}
                 for j in jobs]
-        tmp = sweep_dir / f".{SUMMARY_CSV}.{os.getpid()}.tmp"
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-        os.replace(tmp, sweep_dir / SUMMARY_CSV)
+        write_text_atomic(sweep_dir / SUMMARY_CSV, pd.DataFrame(rows).to_csv(index=False))
     return summary

@@ -117,3 +117,27 @@ def test_no_import_cycles():
 def test_nothing_but_the_entry_point_imports_the_cli():
     importers = sorted(m for m, deps in _graph().items() if "taskset_lab.cli" in deps)
     assert importers == ["taskset_lab.__main__"]
+
+
+#: library modules that still read a composed config (their from_config side is due to move
+#: into the pipelines' config layer); no other library module may import Hydra or OmegaConf
+READS_CONFIG_STILL = {"taskset_lab.curves.spec", "taskset_lab.tasks.registry"}
+LIBRARY_PACKAGES = ("curves", "data", "engine", "hparam_list", "optim", "tasks")
+
+
+def test_libraries_take_plain_values_not_the_composed_config():
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = _module_name(path)
+        if name.split(".")[1:2] and name.split(".")[1] in LIBRARY_PACKAGES and name not in READS_CONFIG_STILL:
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    mods = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):
+                    mods = [node.module or ""]
+                else:
+                    continue
+                if any(m.split(".")[0] in ("omegaconf", "hydra") for m in mods):
+                    offenders.append(name)
+    assert sorted(set(offenders)) == []

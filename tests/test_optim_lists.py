@@ -16,8 +16,9 @@ from taskset_lab.curves.store import read_curves, read_runs
 from taskset_lab.errors import ConfigError
 from taskset_lab.hparam_list import evaluate_hparam_list, format_table, normalized_losses, order_curve
 from taskset_lab.hparam_list.references import (REF_ID_BASE, combine_with_references, normalize_with_references,
-                                                reference_lists, reference_store, split_references)
+                                                reference_store, split_references)
 from taskset_lab.optim import NADAMW, load_hparam_list
+from taskset_lab.pipelines.hparam_list_config import reference_lists
 from taskset_lab.tasks import sample_task_config
 
 TASKS = [sample_task_config("lab_two_d", 0), sample_task_config("lab_quadratic", 1, {"dim": 5})]

@@ -219,9 +219,7 @@ def ensure_manifest(store: str | os.PathLike, settings: dict, tasks: Sequence[di
         if added or int(replicas) > int(manifest.get("replicas", 1)) or not (root / MANIFEST).is_file():
             manifest["tasks"] = [*manifest["tasks"], *[json.loads(json.dumps(t)) for t in added]]
             manifest["replicas"] = max(int(replicas), int(manifest.get("replicas", 1)))
-            tmp = root / f".{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp"
-            tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-            os.replace(tmp, root / MANIFEST)
+            files.write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
 
@@ -259,13 +257,8 @@ def clear_stale_claims(store: str | os.PathLike) -> list[str]:
 
 
 def _atomic_write(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with files.atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _to_table(df: pd.DataFrame) -> pa.Table:

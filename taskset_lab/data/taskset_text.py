@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 
 from taskset_lab.errors import DataError
+from taskset_lab.files import atomic_path
 from taskset_lab.tasks.base import SPLITS, Batch, TaskData, block_indices
 
 PAD_ID = 0
@@ -182,10 +183,8 @@ def subword_tokenizer(texts: Sequence[str], cache: Path | None, vocab_size: int 
     tok = train_subword_tokenizer(texts[:TOKENIZER_TRAIN_TEXTS], vocab_size)
     if cache is not None:
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-            tok.save(str(tmp))
-            os.replace(tmp, cache)
+            with atomic_path(cache) as tmp:
+                tok.save(str(tmp))
         except OSError:
             pass
     return tok

@@ -1,5 +1,5 @@
 """The population step under ``torch.compile``, the allocator settings and the choice of K
-(docs/design.md §Engine; issue 14).
+(docs/design.md §Engine).
 
 * :class:`CompiledStep` runs one :meth:`Population.step` (batched gradient, optimizer
   update, divergence freeze) as one compiled function. The step number and the hparams are

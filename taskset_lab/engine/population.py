@@ -301,7 +301,7 @@ def _run_chunk(population: Population, steps: list[int], progress: Progress | No
     diverged_step [K])``."""
     k = population.k
     state = population.init()
-    # issue 14: the compiled step (engine/compiled.py), same curves as population.step
+    # the compiled step (engine/compiled.py), same curves as population.step
     step_fn = CompiledStep(population).step if compiled else population.step
     evals: list[Tensor] = []
     eval_set = set(steps)

@@ -15,7 +15,6 @@ speedup table gives how many of its entries are needed to match the learned list
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,57 +28,11 @@ REF_ID_BASE = 1_000_000
 LISTS_DIR = "lists"
 
 
-def reference_lists(cfg: Any) -> dict[str, int]:
-    """``{list name: number of entries}`` from ``hparam_list.reference_lists`` (empty if unset)."""
-    from omegaconf import OmegaConf
-
-    from taskset_lab.errors import ConfigError
-    from taskset_lab.optim.search_space import search_space_problem
-
-    raw = OmegaConf.select(cfg, "hparam_list.reference_lists", default=None) or {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError("hparam_list.reference_lists", f"must map list names to sizes, got {raw!r}")
-    out: dict[str, int] = {}
-    for name, size in raw.items():
-        field = f"hparam_list.reference_lists.{name}"
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(field, f"must be a positive integer, got {size!r}")
-        problem = search_space_problem(str(name), int(size))
-        if problem:
-            raise ConfigError(field, problem)
-        out[str(name)] = int(size)
-    return out
-
-
 def reference_store(store: str | Path, name: str) -> Path:
     """Where the curves of reference list ``name`` are kept, inside the curve store."""
     from taskset_lab.optim.search_space import resolve_search_space
 
     return Path(store) / LISTS_DIR / resolve_search_space(name).name
-
-
-def collect_reference_lists(cfg: Any, store: str | Path, tasks: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Collect the first N entries of every reference list (finished parts are skipped) on
-    ``tasks`` (default: the store's own tasks from its manifest, else ``cfg.task_set``)."""
-    from taskset_lab.curves.collect import collect_curves
-    from taskset_lab.curves.spec import CollectionSpec
-    from taskset_lab.tasks.task_set import resolve_task_set
-
-    lists = reference_lists(cfg)
-    if not lists:
-        return []
-    from taskset_lab.curves.store import read_manifest
-    from taskset_lab.hparam_list.checks import store_task_specs
-
-    spec = CollectionSpec.from_config(cfg)
-    tasks = tasks or store_task_specs(read_manifest(Path(store))) or resolve_task_set(cfg.task_set)
-    summaries = []
-    for name, size in lists.items():
-        ref = dataclasses.replace(spec, optimizer=name, num_configs=size, config_seed_offset=0)
-        log.info("reference list %s: %d entries x %d tasks -> %s", name, size, len(tasks),
-                 reference_store(store, name))
-        summaries.append(collect_curves(ref, tasks, reference_store(store, name)))
-    return summaries
 
 
 def combine_with_references(curves: pd.DataFrame, runs: pd.DataFrame, optimizer: str,

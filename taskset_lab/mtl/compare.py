@@ -9,11 +9,12 @@ column per task metric (test, last evaluation), and Δm% (positive = better than
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+
+from taskset_lab.files import write_text_atomic
 
 try:
     from hydra.experimental.callback import Callback
@@ -74,9 +75,7 @@ def write_compare(folder: Path) -> pd.DataFrame | None:
         return None
     table = compare_table(summaries)
     for name, text in (("compare.csv", table.to_csv(index=False)), ("compare.md", to_markdown(table) + "\n")):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / name)
+        write_text_atomic(folder / name, text)
     return table
 
 

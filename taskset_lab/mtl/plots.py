@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
+from taskset_lab.files import atomic_path
+
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path, keep_suffix=True) as tmp:  # savefig reads the format from the suffix
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     return path
 
 

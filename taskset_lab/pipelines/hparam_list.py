@@ -9,10 +9,10 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from taskset_lab.errors import ConfigError, DataError
-from taskset_lab.hparam_list.checks import (WARNINGS_FILE, apply_store_manifest, check_curves, check_settings,
-                                            check_store_optimizer, store_is_complete)
-from taskset_lab.hparam_list.references import (collect_reference_lists, normalize_with_references,
-                                                 reference_lists, reference_store)
+from taskset_lab.hparam_list.checks import WARNINGS_FILE, check_curves, check_store_optimizer, store_is_complete
+from taskset_lab.hparam_list.references import normalize_with_references, reference_store
+from taskset_lab.pipelines.hparam_list_config import (apply_store_manifest, check_settings, collect_reference_lists,
+                                                       reference_lists)
 from taskset_lab.pipelines.base import Pipeline
 from taskset_lab.pipelines.curves import check_collection_fields, format_summary, run_collection
 from taskset_lab.tasks.base import SPLITS
@@ -59,7 +59,7 @@ class HparamListPipeline(Pipeline):
         from taskset_lab.curves.store import read_curves, read_manifest, read_runs
         from taskset_lab.hparam_list import (build_hparam_list, evaluate_hparam_list, format_table,
                                              hparams_frame, learn_hparam_list, normalization_info,
-                                             normalized_losses, task_families, write_report)
+                                             task_families, write_report)
         from taskset_lab.pipelines.building import build_loggers, finish_loggers
         from taskset_lab.viz.plots import plot_hparam_list_results
 

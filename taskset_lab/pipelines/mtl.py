@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from taskset_lab.errors import ConfigError, DataError
+from taskset_lab.files import write_text_atomic
 from taskset_lab.pipelines.base import Pipeline, require_positive_int
 from taskset_lab.pipelines.building import build_callbacks, build_loggers, finish_loggers, instantiate_field
 
@@ -61,10 +61,7 @@ BASELINE_RECORD = "baseline.json"
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 def _plain(node: Any) -> Any:
@@ -243,9 +240,7 @@ class MTLPipeline(Pipeline):
 
     def _write_baseline_record(self, folder: Path, task: int, metrics: dict[str, float]) -> None:
         path = folder / BASELINE_RECORD
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"settings": self.baseline_settings([task]), "metrics": metrics}, indent=2))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({"settings": self.baseline_settings([task]), "metrics": metrics}, indent=2))
 
     def train_single_tasks(self, dm, tasks: list[int], root: Path) -> dict[int, dict[str, float]]:
         """Each task trained alone (STL); ``root/task_<t>/`` holds its records."""

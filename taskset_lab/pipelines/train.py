@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 import shlex
 import time
 from pathlib import Path
@@ -24,8 +23,9 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from taskset_lab.overrides import explicit_overrides, override_key
 from taskset_lab.errors import ConfigError
+from taskset_lab.files import atomic_path, write_text_atomic
+from taskset_lab.overrides import explicit_overrides, override_key
 from taskset_lab.pipelines.base import Pipeline
 from taskset_lab.pipelines.building import (build_callbacks, build_loggers, build_optimizer_factory, build_task,
                                             finish_loggers, quiet_lightning)
@@ -141,14 +141,7 @@ def run_name(cfg: DictConfig) -> str:
 
 def atomic_csv(frame: pd.DataFrame, path: Path) -> Path:
     """``frame`` to ``path`` through a temporary file and a rename (the old file survives a failure)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 def make_csv_logger_atomic(loggers: list[Any]) -> None:
@@ -170,16 +163,10 @@ def make_csv_logger_atomic(loggers: list[Any]) -> None:
             if path.is_file():
                 with open(path, newline="") as f:
                     rows = list(csv.DictReader(f))
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            try:
-                with open(tmp, "w", newline="") as f:
-                    out = csv.DictWriter(f, fieldnames=writer.metrics_keys, extrasaction="ignore")
-                    out.writeheader()
-                    out.writerows([*rows, *writer.metrics])
-                os.replace(tmp, path)
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=writer.metrics_keys, extrasaction="ignore")
+                out.writeheader()
+                out.writerows([*rows, *writer.metrics])
             writer.metrics = []
 
         writer.save = save

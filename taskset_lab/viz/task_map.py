@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from taskset_lab.errors import DataError, TasklabError
+from taskset_lab.files import write_text_atomic
 
 METHODS = ("tsne", "umap")
 
@@ -82,9 +83,7 @@ def _colours(families: list[str]) -> dict[str, str]:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def write_task_map(frame: pd.DataFrame, out_dir: str | os.PathLike, title: str = "TaskSet tasks") -> list[Path]:

@@ -418,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises instead of printing; we print one line
     sys.argv = [sys.argv[0] if sys.argv else "tasklab", *argv]
-    from taskset_lab.engine.compiled import apply_allocator_settings
+    from taskset_lab.engine.driver import apply_allocator_settings
 
     apply_allocator_settings()  # process-wide, so taken here: the engine's large temporaries stay in the heap
     entry = hydra.main(version_base="1.3", config_path=str(config_dir), config_name="entrance")(_hydra_entry)

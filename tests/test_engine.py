@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from taskset_lab.engine import eval_steps, train_population, train_single
-from taskset_lab.engine.population import auto_chunk, divergence_bound, estimate_config_bytes
+from taskset_lab.engine.driver import auto_chunk, estimate_config_bytes
+from taskset_lab.engine.state import divergence_bound
 from taskset_lab.optim.base import OptimizerFamily
 from taskset_lab.tasks.base import SPLITS, Task, TensorData
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from taskset_lab.engine import train_population
-from taskset_lab.engine.compiled import (CompiledStep, apply_allocator_settings, compile_available,
-                                         compile_mode, probe_population_size, should_compile)
+from taskset_lab.engine.compiled import CompiledStep, compile_available
+from taskset_lab.engine.driver import (apply_allocator_settings, compile_mode, probe_population_size,
+                                       should_compile)
 from taskset_lab.engine.population import Population
 from taskset_lab.engine.single import train_single
 from taskset_lab.errors import ConfigError
@@ -174,7 +175,7 @@ def test_probe_picks_fastest_k_within_cap():
 def test_train_population_auto_k_logs_choice(caplog):
     task = sample_task("lab_quadratic", 0, SMALL["lab_quadratic"])
     configs = [get_family("adam1p").sample(i) for i in range(12)]
-    with caplog.at_level("INFO", logger="taskset_lab.engine.population"):
+    with caplog.at_level("INFO", logger="taskset_lab.engine.driver"):
         res = train_population(task, "adam1p", configs, total_steps=200, eval_every=100, eval_batches=1,
                                compile=False)
         short = train_population(task, "adam1p", configs, total_steps=3, eval_every=3, eval_batches=1,
@@ -200,11 +201,11 @@ def test_allocator_settings_apply_once_on_glibc(monkeypatch):
 
 def test_train_population_changes_no_process_setting(monkeypatch):
     """The allocator is the caller's opt-in (the CLI takes it): a library call leaves it alone."""
-    import taskset_lab.engine.compiled as compiled
+    import taskset_lab.engine.driver as driver
 
-    monkeypatch.setattr(compiled, "_ALLOCATOR_APPLIED", None)
+    monkeypatch.setattr(driver, "_ALLOCATOR_APPLIED", None)
     calls = []
-    monkeypatch.setattr(compiled.ctypes, "CDLL", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError()))
+    monkeypatch.setattr(driver.ctypes, "CDLL", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError()))
     task = sample_task("quadratic_family", 0)
     res = train_population(task, get_family("nadamw"), _configs("nadamw")[:2], total_steps=3, eval_every=3)
-    assert res.num_configs == 2 and compiled._ALLOCATOR_APPLIED is None and calls == []
+    assert res.num_configs == 2 and driver._ALLOCATOR_APPLIED is None and calls == []

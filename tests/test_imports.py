@@ -141,3 +141,35 @@ def test_libraries_take_plain_values_not_the_composed_config():
                 if any(m.split(".")[0] in ("omegaconf", "hydra") for m in mods):
                     offenders.append(name)
     assert sorted(set(offenders)) == []
+
+
+#: the engine's layers, lowest first: each module imports engine modules of lower layers only
+ENGINE_LAYERS = ("state", "step", "population", "compiled", "driver")
+
+
+def test_engine_modules_import_only_the_layers_below_them():
+    graph = _graph()
+    for i, layer in enumerate(ENGINE_LAYERS):
+        engine_deps = {d.rsplit(".", 1)[1] for d in graph[f"taskset_lab.engine.{layer}"]
+                       if d.startswith("taskset_lab.engine.")}
+        assert engine_deps <= set(ENGINE_LAYERS[:i]), f"engine.{layer} imports {sorted(engine_deps)}"
+    # the step the compiled path runs is the eager one: both import it, neither defines its own
+    assert "taskset_lab.engine.step" in graph["taskset_lab.engine.population"]
+    assert "taskset_lab.engine.step" in graph["taskset_lab.engine.compiled"]
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    """``from x import _name`` and ``obj._attr`` of another module's object are private access;
+    the engine and optimizer packages use each other's public names only."""
+    offenders = []
+    for path in sorted((PACKAGE / "engine").glob("*.py")) + sorted((PACKAGE / "optim").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("taskset_lab"):
+                offenders += [f"{path.name}: {a.name}" for a in node.names
+                              if a.name.startswith("_") and not a.name.startswith("__")]
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                if not (isinstance(owner, ast.Name) and owner.id in ("self", "cls")):
+                    offenders.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    assert offenders == []

@@ -120,45 +120,7 @@ def test_schedules_broadcast_over_configs():
 # --- batched == single -------------------------------------------------------------------
 
 
-SEEDS = {"adam8p": [0, 1, 2, 3, 4], "adam6p": [0, 1, 2, 3, 4], "adam4p": [5, 6, 7, 8, 9],
-         "adam1p": [10, 11, 12, 13, 14], "nadamw": [20, 21, 22, 23, 25]}
-
-
-@pytest.mark.parametrize("name", sorted(SEEDS))
-def test_batched_matches_single_configs(name):
-    fam = get_family(name)
-    configs = [fam.sample(s) for s in SEEDS[name]]
-    if name == "nadamw":
-        assert {c["nesterov"] for c in configs} == {True, False}
-        assert any(c["warmup_fraction"] > 0 for c in configs)
-    for c in configs:  # keep 30 steps informative (visible moves, finite); the rest as drawn
-        c["lr"] = min(max(c["lr"], 1e-3), 0.05)
-    K, T, steps = len(configs), 40, 30
-    loss, w0, b0 = make_problem(1)
-    stacked = {"w": w0.expand(K, -1, -1).clone() + 0.1 * torch.arange(K, dtype=D).view(K, 1, 1),
-               "b": b0.expand(K, -1).clone()}
-    batched = BatchedOptimizer.from_configs(fam, configs, total_steps=T, dtype=D)
-    state = batched.init(stacked)
-    singles = []
-    for k, c in enumerate(configs):
-        w = torch.nn.Parameter(stacked["w"][k].clone())
-        b = torch.nn.Parameter(stacked["b"][k].clone())
-        singles.append(([w, b], FamilyOptimizer([w, b], fam, c, total_steps=T)))
-    for _ in range(steps):
-        for (w, b), opt in singles:  # the same gradients reach both front ends
-            opt.zero_grad()
-            loss(w, b).backward()
-        grads = {"w": torch.stack([ps[0].grad for ps, _ in singles]),
-                 "b": torch.stack([ps[1].grad for ps, _ in singles])}
-        stacked, state = batched.step(stacked, grads, state)
-        for _, opt in singles:
-            opt.step()
-    for k, ((w, b), _) in enumerate(singles):
-        assert torch.isfinite(w).all()
-        torch.testing.assert_close(stacked["w"][k], w.detach(), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(stacked["b"][k], b.detach(), rtol=1e-12, atol=1e-12)
-    assert (stacked["w"] - w0).abs().max() > 1e-3  # some config really moved
-    assert int(state["w"]["step"]) == steps
+# config k of the batched form follows the one-config front end: tests/test_optimizer_contract.py
 
 
 # --- search spaces -----------------------------------------------------------------------

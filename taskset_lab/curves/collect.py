@@ -27,7 +27,8 @@ import torch
 from taskset_lab.curves.store import (RUNS_DIR, SUFFIX, claim_part, clear_stale_claims, ensure_manifest, part_done,
                                       part_name, write_part)
 from taskset_lab.curves.spec import CollectionSpec
-from taskset_lab.engine.population import PopulationResult, train_population
+from taskset_lab.engine.driver import train_population
+from taskset_lab.engine.state import PopulationResult
 from taskset_lab.errors import DataError
 from taskset_lab.tasks.base import SPLITS, Task, task_name
 from taskset_lab.tasks.registry import plain

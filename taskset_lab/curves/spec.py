@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from taskset_lab.engine.population import DEFAULT_DIVERGENCE_FACTOR
+from taskset_lab.engine.state import DEFAULT_DIVERGENCE_FACTOR
 from taskset_lab.errors import ConfigError
 
 ENGINE_DTYPES = ("float32", "float64")
@@ -104,7 +104,7 @@ class CollectionSpec:
     # -- checking ---------------------------------------------------------------------
     def validate(self) -> None:
         """Every field in range; all problems at once (ConfigError naming each config key)."""
-        from taskset_lab.engine.compiled import compile_mode
+        from taskset_lab.engine.driver import compile_mode
         from taskset_lab.errors import ConfigProblems
         from taskset_lab.optim.search_space import search_space_problem
         from taskset_lab.tasks.registry import OFFLINE_DATA

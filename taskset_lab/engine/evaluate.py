@@ -8,8 +8,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from taskset_lab.engine.population import PopulationResult
-from taskset_lab.engine.state import divergence_bound, is_bad, mask_after_divergence
+from taskset_lab.engine.state import PopulationResult, divergence_bound, is_bad, mask_after_divergence
 from taskset_lab.tasks.base import SPLITS, Batch, Task, eval_key
 
 

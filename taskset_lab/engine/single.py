@@ -2,7 +2,7 @@
 ``loss.backward()``, ``optimizer.step()``.
 
 Same batches, same randomness, same evaluation schedule, same divergence rule and the same
-result type as :func:`taskset_lab.engine.population.train_population` (see its module
+result type as :func:`taskset_lab.engine.driver.train_population` (see its module
 docstring), so the two can be compared config by config. The step and the evaluation are
 :func:`train_step` and :func:`evaluate_model`, which TRAIN's LightningModule uses too.
 Divergence is tracked in device tensors and only looked at when evaluating, so the step
@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Union
 import torch
 
 from taskset_lab.engine.evaluate import RunTracker, evaluate_model
-from taskset_lab.engine.population import DEFAULT_DIVERGENCE_FACTOR, PopulationResult, _prepare, eval_steps
+from taskset_lab.engine.state import DEFAULT_DIVERGENCE_FACTOR, PopulationResult, eval_steps, prepare_replica
 from taskset_lab.optim.base import FamilyOptimizer, OptimizerFamily
 from taskset_lab.tasks.base import SPLITS, Task
 
@@ -49,7 +49,7 @@ def train_single(task: Task, optimizer: OptimizerSpec, total_steps: int, eval_ev
     start = time.perf_counter()
     steps = eval_steps(int(total_steps), int(eval_every))
     eval_at = set(steps)
-    task, model = _prepare(task, replica, device, dtype)
+    task, model = prepare_replica(task, replica, device, dtype)
     opt = _factory(optimizer, int(total_steps))(model.parameters())
     eval_sets = {s: task.data.eval_batches(s, eval_batches) for s in SPLITS}
     tracker = RunTracker(steps, divergence_factor, dtype=dtype, device=device)

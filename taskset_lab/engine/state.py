@@ -1,5 +1,5 @@
-"""The population's state and its invariants: what changes while K configs train, and the
-divergence rule every engine path applies (eager, compiled, one config alone).
+"""What every engine path shares (the population eagerly or compiled, one config alone): the
+population's state, the divergence rule, the evaluation schedule and the result type.
 
 Divergence rule (:func:`divergence_bound`): with ``L0`` the train-split evaluation at step 0,
 a config diverges at the first step where a loss it produces is NaN/inf or above
@@ -13,12 +13,17 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import field
+from typing import Any, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from taskset_lab.optim.base import FlatBuffers
+from taskset_lab.tasks.base import Task
+
+#: the default ``divergence_factor`` (also the learner config's default)
+DEFAULT_DIVERGENCE_FACTOR = 100.0
 
 #: ``|L0|`` is floored at this value in the bound, so a zero initial loss still has a bound
 BOUND_FLOOR = 1e-12
@@ -80,3 +85,50 @@ class PopulationState:
         return dataclasses.replace(
             self, params={n: p.clone() for n, p in self.params.items()},
             opt_state={n: {k: v.clone() for k, v in st.items()} for n, st in self.opt_state.items()}, flat=None)
+
+
+@dataclass
+class PopulationResult:
+    """Curves of K configs of one task and one replica.
+
+    ``losses[split]`` is ``[K, len(steps)]`` (NaN at and after a divergence);
+    ``diverged_step[k]`` is the step config k diverged at, ``-1`` if it never did;
+    ``seconds`` is the wall time of the whole run (all K).
+    """
+
+    steps: list[int]
+    losses: dict[str, Tensor]
+    diverged_step: Tensor
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_configs(self) -> int:
+        return int(self.diverged_step.shape[0])
+
+    @property
+    def diverged(self) -> Tensor:
+        return self.diverged_step >= 0
+
+
+def eval_steps(total_steps: int, eval_every: int) -> list[int]:
+    """The evaluation steps: 0, every ``eval_every`` steps, and ``total_steps``."""
+    if total_steps < 1 or eval_every < 1:
+        raise ValueError(f"total_steps and eval_every must be >= 1, got {total_steps}, {eval_every}")
+    steps = list(range(0, total_steps + 1, eval_every))
+    if steps[-1] != total_steps:
+        steps.append(total_steps)
+    return steps
+
+
+def init_seed(replica: int) -> int:
+    """The module-initialisation seed of a replica (replica r uses seed r)."""
+    return int(replica)
+
+
+def prepare_replica(task: Task, replica: int, device: torch.device | str, dtype: torch.dtype
+                    ) -> tuple[Task, nn.Module]:
+    """``task`` moved to ``device``/``dtype`` and its module initialised for ``replica``
+    (seed :func:`init_seed`)."""
+    module = task.init_module(init_seed(replica)).to(device=device, dtype=dtype)
+    return task.to(device, dtype), module

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from taskset_lab.engine.evaluate import RunTracker, evaluate_model
-from taskset_lab.engine.population import DEFAULT_DIVERGENCE_FACTOR, eval_steps
+from taskset_lab.engine.state import DEFAULT_DIVERGENCE_FACTOR, eval_steps
 from taskset_lab.tasks.base import SPLITS, Task
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]

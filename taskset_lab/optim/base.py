@@ -92,7 +92,7 @@ class OptimizerFamily(ABC):
         defined over. Families with the in-place form need not override this: it clones and
         calls ``update_``; others must.
         """
-        if not self.fused:
+        if not self.has_in_place_update:
             raise NotImplementedError(f"optimizer family {self.name!r} defines neither update nor update_")
         return self.apply(p, g, state, self.coefficients(step, hp, total_steps))
 
@@ -106,7 +106,7 @@ class OptimizerFamily(ABC):
         return new_p, new_state
 
     @property
-    def fused(self) -> bool:
+    def has_in_place_update(self) -> bool:
         """Whether the family has the in-place form (``coefficients`` + ``update_``)."""
         return type(self).update_ is not OptimizerFamily.update_
 
@@ -295,7 +295,7 @@ class BatchedOptimizer:
         per-config numbers instead of recomputing powers and schedules per element)."""
         new_params: dict[str, Tensor] = {}
         new_state: dict[str, dict[str, Tensor]] = {}
-        if self.family.fused and coef is None:
+        if self.family.has_in_place_update and coef is None:
             coef = self.next_coefficients(state)
         for name, p in params.items():
             st = state[name]

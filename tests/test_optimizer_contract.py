@@ -1,0 +1,167 @@
+"""The optimizer contract, one test per property, run over every registered optimizer family
+(optax's ``_OPTIMIZERS_UNDER_TEST`` idea): a family added to ``taskset_lab.optim.registry``
+is picked up here without a line of its own.
+
+In float64, for each family: the pure per-tensor update leaves its inputs alone; frozen
+coefficients leave parameters and moments exactly as they are; the ``torch.optim`` front end
+(one config) and the batched form (K configs) agree config by config; the flat in-place update
+gives the per-tensor update's curves; the compiled step gives the eager step's curves; a config
+trained inside a population equals the same config trained alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from taskset_lab.engine import Population, train_population, train_single
+from taskset_lab.engine.compiled import CompiledStep
+from taskset_lab.optim import BatchedOptimizer, FamilyOptimizer, get_family
+from taskset_lab.optim.registry import FAMILIES
+from taskset_lab.tasks import sample_task
+
+F64 = torch.float64
+MLP = {"hidden": [8], "batch_size": 16}
+#: every registered family
+OPTIMIZERS_UNDER_TEST = FAMILIES.names()
+#: hparams that make a family's configs exercise every branch of its update (data, not tests)
+BRANCHES = {
+    "nadamw": [dict(nesterov=1.0, warmup_fraction=0.2, decoupled_weight_decay=1e-2),
+               dict(nesterov=0.0, min_lr_mult=0.1, constant_fraction=0.3, l2_weight_decay=1e-2)],
+    "adam8p": [dict(l1=1e-3, l2=1e-2)],
+}
+
+
+def configs_of(name: str) -> list[dict]:
+    """Four configs that train (rates capped) with the family's branches, and one that diverges."""
+    fam = get_family(name)
+    configs = [fam.sample(i) for i in range(1, 5)]
+    for c, extra in zip(configs, BRANCHES.get(name, [])):
+        c.update(extra)
+    for c in configs:
+        c["lr"] = min(max(c["lr"], 1e-3), 3e-2)
+    return configs + [dict(fam.sample(9), lr=1e4)]
+
+
+def _run(pop: Population, step, state, n: int):
+    state = pop.evaluate(state)[1]
+    losses = []
+    for _ in range(n):
+        state = step(state)
+        values, state = pop.evaluate(state)
+        losses.append(values)
+    return torch.stack(losses, 1), state
+
+
+def _close(a, b):
+    torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, equal_nan=True)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS_UNDER_TEST)
+def test_update_is_pure(name):
+    fam = get_family(name)
+    g = torch.Generator().manual_seed(0)
+    p, grad = torch.randn(4, 3, generator=g, dtype=F64), torch.randn(4, 3, generator=g, dtype=F64)
+    state = {k: torch.rand(4, 3, generator=g, dtype=F64) for k in fam.state_names}
+    hp = {k: torch.tensor(float(v), dtype=F64) for k, v in fam.validate(configs_of(name)[0]).items()}
+    before = (p.clone(), grad.clone(), {k: v.clone() for k, v in state.items()})
+    new_p, new_state = fam.update(p, grad, state, torch.tensor(3.0), hp, 20)
+    assert torch.equal(p, before[0]) and torch.equal(grad, before[1])
+    assert all(torch.equal(state[k], before[2][k]) for k in state)
+    assert not torch.equal(new_p, p) and set(new_state) == set(fam.state_names)
+
+
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS_UNDER_TEST if get_family(n).has_in_place_update])
+def test_frozen_coefficients_leave_parameters_and_moments_as_they_are(name):
+    fam = get_family(name)
+    opt = BatchedOptimizer.from_configs(fam, configs_of(name), 20, dtype=F64)
+    k = opt.num_configs
+    g = torch.Generator().manual_seed(1)
+    p = torch.randn(k, 6, generator=g, dtype=F64)
+    state = {n: torch.rand(k, 6, generator=g, dtype=F64) for n in fam.state_names}
+    alive = torch.tensor([True, False] * (k // 2) + [True] * (k % 2)).view(k, 1)
+    grad = torch.randn(k, 6, generator=g, dtype=F64) * alive  # the engine zeroes a frozen row's gradient
+    p0, s0 = p.clone(), {n: v.clone() for n, v in state.items()}
+    fam.update_(p, grad, state, opt.coefficients(torch.tensor(4.0), alive=alive))
+    frozen = ~alive.view(-1)
+    assert torch.equal(p[frozen], p0[frozen]) and not torch.equal(p[~frozen], p0[~frozen])
+    assert all(torch.equal(state[n][frozen], s0[n][frozen]) for n in state)
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS_UNDER_TEST)
+def test_torch_optim_front_end_equals_the_batched_form(name):
+    """One config as a ``torch.optim.Optimizer`` follows config k of the batched optimizer."""
+    fam = get_family(name)
+    configs = configs_of(name)[:4]
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(16, 5, generator=g, dtype=F64), torch.randn(16, 3, generator=g, dtype=F64)
+    w0, b0 = torch.randn(5, 3, generator=g, dtype=F64), torch.randn(3, generator=g, dtype=F64)
+    k, total = len(configs), 30
+    stacked = {"w": w0.expand(k, -1, -1) + 0.1 * torch.arange(k, dtype=F64).view(k, 1, 1),
+               "b": b0.expand(k, -1).clone()}
+    batched = BatchedOptimizer.from_configs(fam, configs, total_steps=total, dtype=F64)
+    state = batched.init(stacked)
+    singles = []
+    for i, c in enumerate(configs):
+        ps = [torch.nn.Parameter(stacked["w"][i].clone()), torch.nn.Parameter(stacked["b"][i].clone())]
+        singles.append((ps, FamilyOptimizer(ps, fam, c, total_steps=total)))
+    for _ in range(25):
+        for (w, b), opt in singles:
+            opt.zero_grad()
+            ((x @ w + b - y) ** 2).mean().backward()
+        grads = {"w": torch.stack([ps[0].grad for ps, _ in singles]),
+                 "b": torch.stack([ps[1].grad for ps, _ in singles])}
+        stacked, state = batched.step(stacked, grads, state)
+        for _, opt in singles:
+            opt.step()
+    for i, ((w, b), _) in enumerate(singles):
+        torch.testing.assert_close(stacked["w"][i], w.detach(), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(stacked["b"][i], b.detach(), rtol=1e-12, atol=1e-12)
+    assert (stacked["w"] - w0).abs().max() > 1e-3  # the configs really moved
+    assert int(state["w"]["step"]) == 25
+
+
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS_UNDER_TEST if get_family(n).has_in_place_update])
+def test_flat_in_place_update_equals_the_per_tensor_update(name, one_torch_thread):
+    pop = Population(sample_task("lab_mlp", 0, MLP), name, configs_of(name), 12, dtype=F64, eval_batches=1)
+    assert pop.flat_update
+    flat_losses, flat_state = _run(pop, pop.step, pop.init(), 12)
+    ref_losses, ref_state = _run(pop, pop.step, pop.init(flat=False), 12)
+    assert flat_state.flat is not None and ref_state.flat is None
+    _close(flat_losses, ref_losses)
+    assert torch.equal(flat_state.diverged_step, ref_state.diverged_step)
+    alive = ~ref_state.diverged
+    assert alive[:4].all() and not alive[4], "configs 0-3 train, config 4 diverges"
+    for n, p in ref_state.params.items():
+        _close(flat_state.params[n][alive], p[alive])
+        for key in get_family(name).state_names:
+            _close(flat_state.opt_state[n][key][alive], ref_state.opt_state[n][key][alive])
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS_UNDER_TEST)
+def test_compiled_step_equals_the_eager_step(name, one_torch_thread):
+    pop = Population(sample_task("lab_mlp", 0, MLP), name, configs_of(name), 6, dtype=F64, eval_batches=1)
+    compiled = CompiledStep(pop, backend="aot_eager")
+    eager_losses, eager_state = _run(pop, pop.step, pop.init(), 6)
+    comp_losses, comp_state = _run(pop, compiled.step, pop.init(), 6)
+    assert compiled.compiled, "the compiled path fell back to eager"
+    _close(comp_losses, eager_losses)
+    for n in eager_state.params:
+        _close(comp_state.params[n], eager_state.params[n])
+    assert torch.equal(comp_state.diverged_step, eager_state.diverged_step)
+    assert bool(eager_state.diverged[4])
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS_UNDER_TEST)
+def test_config_in_a_population_equals_the_config_alone(name, one_torch_thread):
+    """Population (vmap, batched update) against ``train_single`` (nn.Module, the torch.optim
+    front end, ``loss.backward()``), config by config, the diverging one included."""
+    task = sample_task("lab_mlp", 0, MLP)
+    fam = get_family(name)
+    configs = configs_of(name)
+    pop = train_population(task, fam, configs, 10, 5, eval_batches=2, dtype=F64, compile=False)
+    for k, hp in enumerate(configs):
+        alone = train_single(task, (fam, hp), 10, 5, eval_batches=2, dtype=F64)
+        for split, values in pop.losses.items():
+            torch.testing.assert_close(values[k], alone.losses[split].reshape(-1), rtol=1e-9, atol=1e-12,
+                                       equal_nan=True)
+    assert pop.diverged.tolist() == [False] * 4 + [True]

@@ -111,3 +111,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_population(pop, step, state, n: int, snapshots: list | None = None):
+    """``n`` steps of ``step`` from ``state`` (evaluated first), evaluating after each:
+    ``(losses [K, n, 4], final state)``; copies of the parameters after each step go to
+    ``snapshots`` when given."""
+    import torch
+
+    state = pop.evaluate(state)[1]
+    losses = []
+    for _ in range(n):
+        state = step(state)
+        values, state = pop.evaluate(state)
+        losses.append(values)
+        if snapshots is not None:
+            snapshots.append({k: v.clone() for k, v in state.params.items()})
+    return torch.stack(losses, 1), state

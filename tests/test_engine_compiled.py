@@ -21,6 +21,8 @@ from taskset_lab.errors import ConfigError
 from taskset_lab.optim import get_family
 from taskset_lab.tasks import sample_task
 
+from conftest import run_population
+
 F64 = torch.float64
 SMALL = {
     "lab_mlp": {"hidden": [8], "batch_size": 16},
@@ -35,13 +37,7 @@ def _configs(fam_name: str) -> list[dict]:
 
 
 def _run(pop: Population, step, n: int):
-    state = pop.evaluate(pop.init())[1]
-    losses = []
-    for _ in range(n):
-        state = step(state)
-        values, state = pop.evaluate(state)
-        losses.append(values)
-    return torch.stack(losses, 1), state
+    return run_population(pop, step, pop.init(), n)
 
 
 @pytest.mark.parametrize("task_family,opt", [("lab_mlp", "adam4p"), ("lab_quadratic", "nadamw"),

@@ -11,6 +11,8 @@ from taskset_lab.engine.population import Population
 from taskset_lab.optim import get_family
 from taskset_lab.tasks import sample_task
 
+from conftest import run_population
+
 F64 = torch.float64
 MLP = {"hidden": [8], "batch_size": 16}
 
@@ -26,17 +28,6 @@ def _configs(fam_name: str) -> list[dict]:
     if fam_name == "adam8p":
         configs[0].update(l1=1e-3, l2=1e-2)
     return configs + [dict(fam.sample(9), lr=1e4)]  # diverges
-
-
-def _run(pop: Population, state, n: int):
-    state = pop.evaluate(state)[1]
-    losses, snapshots = [], []
-    for _ in range(n):
-        state = pop.step(state)
-        values, state = pop.evaluate(state)
-        losses.append(values)
-        snapshots.append({k: v.clone() for k, v in state.params.items()})
-    return torch.stack(losses, 1), state, snapshots
 
 
 def test_flat_state_is_updated_in_place_and_unflattened_is_a_copy(one_torch_thread):
@@ -84,5 +75,5 @@ def test_family_without_in_place_form_still_trains(one_torch_thread):
     task = sample_task("lab_mlp", 0, MLP)
     pop = Population(task, fam, [{"lr": 0.1}, {"lr": 0.01}], 4, eval_batches=1)
     assert pop.init().flat is None
-    losses, _, _ = _run(pop, pop.init(), 4)
+    losses, _ = run_population(pop, pop.step, pop.init(), 4)
     assert torch.isfinite(losses).all() and losses[0, -1, 0] < losses[0, 0, 0]

@@ -19,6 +19,8 @@ from taskset_lab.optim import BatchedOptimizer, FamilyOptimizer, get_family
 from taskset_lab.optim.registry import FAMILIES
 from taskset_lab.tasks import sample_task
 
+from conftest import run_population
+
 F64 = torch.float64
 MLP = {"hidden": [8], "batch_size": 16}
 #: every registered family
@@ -40,16 +42,6 @@ def configs_of(name: str) -> list[dict]:
     for c in configs:
         c["lr"] = min(max(c["lr"], 1e-3), 3e-2)
     return configs + [dict(fam.sample(9), lr=1e4)]
-
-
-def _run(pop: Population, step, state, n: int):
-    state = pop.evaluate(state)[1]
-    losses = []
-    for _ in range(n):
-        state = step(state)
-        values, state = pop.evaluate(state)
-        losses.append(values)
-    return torch.stack(losses, 1), state
 
 
 def _close(a, b):
@@ -124,8 +116,9 @@ def test_torch_optim_front_end_equals_the_batched_form(name):
 def test_flat_in_place_update_equals_the_per_tensor_update(name, one_torch_thread):
     pop = Population(sample_task("lab_mlp", 0, MLP), name, configs_of(name), 12, dtype=F64, eval_batches=1)
     assert pop.flat_update
-    flat_losses, flat_state = _run(pop, pop.step, pop.init(), 12)
-    ref_losses, ref_state = _run(pop, pop.step, pop.init(flat=False), 12)
+    flat_snaps: list = []
+    flat_losses, flat_state = run_population(pop, pop.step, pop.init(), 12, flat_snaps)
+    ref_losses, ref_state = run_population(pop, pop.step, pop.init(flat=False), 12)
     assert flat_state.flat is not None and ref_state.flat is None
     _close(flat_losses, ref_losses)
     assert torch.equal(flat_state.diverged_step, ref_state.diverged_step)
@@ -135,14 +128,19 @@ def test_flat_in_place_update_equals_the_per_tensor_update(name, one_torch_threa
         _close(flat_state.params[n][alive], p[alive])
         for key in get_family(name).state_names:
             _close(flat_state.opt_state[n][key][alive], ref_state.opt_state[n][key][alive])
+    # frozen through its coefficients: from its divergence on, config 4 does not move at all
+    d = int(flat_state.diverged_step[4])
+    for snap in flat_snaps[d:]:
+        for n in snap:
+            assert torch.equal(snap[n][4], flat_snaps[d][n][4])
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS_UNDER_TEST)
 def test_compiled_step_equals_the_eager_step(name, one_torch_thread):
     pop = Population(sample_task("lab_mlp", 0, MLP), name, configs_of(name), 6, dtype=F64, eval_batches=1)
     compiled = CompiledStep(pop, backend="aot_eager")
-    eager_losses, eager_state = _run(pop, pop.step, pop.init(), 6)
-    comp_losses, comp_state = _run(pop, compiled.step, pop.init(), 6)
+    eager_losses, eager_state = run_population(pop, pop.step, pop.init(), 6)
+    comp_losses, comp_state = run_population(pop, compiled.step, pop.init(), 6)
     assert compiled.compiled, "the compiled path fell back to eager"
     _close(comp_losses, eager_losses)
     for n in eager_state.params:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from taskset_lab.engine.compiled import CompiledStep, compile_available
 from taskset_lab.engine.population import Population
-from taskset_lab.engine.state import (DEFAULT_DIVERGENCE_FACTOR, PopulationResult, eval_steps,
+from taskset_lab.engine.state import (DEFAULT_DIVERGENCE_FACTOR, PopulationResult, checked_family, eval_steps,
                                       mask_after_divergence, prepare_replica)
 from taskset_lab.optim.base import OptimizerFamily
 from taskset_lab.tasks.base import SPLITS, Task
@@ -260,14 +260,7 @@ def train_population(task: Task, family: OptimizerFamily | str, configs: Sequenc
     bound; ``compile`` (``auto``/``true``/``false``) runs the step through ``torch.compile``
     (engine/compiled.py; ``auto``: only when the run is long enough to pay for compiling).
     """
-    if isinstance(family, str):
-        from taskset_lab.optim import get_family
-
-        family = get_family(family)
-    if not configs:
-        raise ValueError("train_population needs at least one config")
-    if eval_batches < 1:
-        raise ValueError(f"eval_batches must be >= 1, got {eval_batches}")
+    family = checked_family(family, configs, eval_batches, "train_population")
     start = time.perf_counter()
     steps = eval_steps(int(total_steps), int(eval_every))
     device = torch.device(device)

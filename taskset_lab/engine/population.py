@@ -40,8 +40,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad_and_value, vmap
 
-from taskset_lab.engine.state import (DEFAULT_DIVERGENCE_FACTOR, PopulationState, divergence_bound, is_bad,
-                                      prepare_replica)
+from taskset_lab.engine.state import (DEFAULT_DIVERGENCE_FACTOR, PopulationState, checked_family, divergence_bound,
+                                      is_bad, prepare_replica)
 from taskset_lab.engine.step import population_step
 from taskset_lab.optim.base import BatchedOptimizer, FlatBuffers, OptimizerFamily, compute_dtype
 from taskset_lab.tasks.base import SPLITS, Batch, Task, eval_key, state_names
@@ -62,15 +62,7 @@ class Population:
                  dtype: torch.dtype = torch.float32,
                  divergence_factor: float = DEFAULT_DIVERGENCE_FACTOR,
                  prepared: tuple[Task, nn.Module] | None = None):
-        if isinstance(family, str):
-            from taskset_lab.optim import get_family
-
-            family = get_family(family)
-        if not configs:
-            raise ValueError("a population needs at least one config")
-        if eval_batches < 1:
-            raise ValueError(f"eval_batches must be >= 1, got {eval_batches}")
-        self.family = family
+        self.family = family = checked_family(family, configs, eval_batches, "a population")
         self.configs = [dict(c) for c in configs]
         self.k = len(self.configs)
         self.config_ids = list(range(self.k)) if config_ids is None else [int(c) for c in config_ids]

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from taskset_lab.optim.base import FlatBuffers
+from taskset_lab.optim.base import FlatBuffers, OptimizerFamily
 from taskset_lab.tasks.base import Task
 
 #: the default ``divergence_factor`` (also the learner config's default)
@@ -124,6 +124,21 @@ def eval_steps(total_steps: int, eval_every: int) -> list[int]:
 def init_seed(replica: int) -> int:
     """The module-initialisation seed of a replica (replica r uses seed r)."""
     return int(replica)
+
+
+def checked_family(family: OptimizerFamily | str, configs: Sequence[Any], eval_batches: int,
+                   who: str) -> OptimizerFamily:
+    """``family`` (a name is looked up) after the checks every population entry point makes:
+    ``who`` needs at least one config and ``eval_batches >= 1`` (``ValueError`` otherwise)."""
+    if not configs:
+        raise ValueError(f"{who} needs at least one config")
+    if eval_batches < 1:
+        raise ValueError(f"eval_batches must be >= 1, got {eval_batches}")
+    if isinstance(family, str):
+        from taskset_lab.optim import get_family
+
+        family = get_family(family)
+    return family
 
 
 def prepare_replica(task: Task, replica: int, device: torch.device | str, dtype: torch.dtype

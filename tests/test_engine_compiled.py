@@ -71,7 +71,7 @@ def test_compiled_population_matches_config_alone(monkeypatch):
     assert bool(pop.diverged[2])
 
 
-@pytest.mark.skipif(not compile_available(torch.device("cpu")), reason="no C++ compiler for Inductor")
+@pytest.mark.skipif(not compile_available(torch.device("cpu"), "inductor"), reason="Inductor cannot build CPU code here (no C++ compiler, or ATEN_CPU_CAPABILITY=default)")
 def test_inductor_step_equals_eager():
     task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
     pop = Population(task, "adam1p", _configs("adam1p")[:2], 3, dtype=F64, eval_batches=1)
@@ -147,7 +147,7 @@ def test_compile_mode_and_auto_threshold():
         compile_mode("sometimes")
     cpu = torch.device("cpu")
     assert should_compile("false", cpu, 1e9) is False
-    if compile_available(cpu):
+    if compile_available(cpu, "inductor"):
         assert should_compile("auto", cpu, 1.0) is False  # short runs stay eager
         assert should_compile("auto", cpu, 1e6) is True
         assert should_compile("true", cpu, 0.0) is True
@@ -205,3 +205,12 @@ def test_train_population_changes_no_process_setting(monkeypatch):
     task = sample_task("quadratic_family", 0)
     res = train_population(task, get_family("nadamw"), _configs("nadamw")[:2], total_steps=3, eval_every=3)
     assert res.num_configs == 2 and driver._ALLOCATOR_APPLIED is None and calls == []
+
+
+def test_inductor_is_not_tried_when_the_vector_kernels_are_hidden(monkeypatch):
+    """Under ATEN_CPU_CAPABILITY=default Inductor still emits at::vec code that does not build:
+    the engine then trains eagerly from the start instead of compiling, failing and falling back."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.delenv("TASKLAB_COMPILE_BACKEND", raising=False)
+    assert compile_available(torch.device("cpu"), "inductor") is False
+    assert should_compile("true", torch.device("cpu"), 1e9) is False

@@ -32,12 +32,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def compile_available(device: torch.device) -> bool:
-    """Whether ``torch.compile`` can be tried here (Inductor needs a C++ compiler on CPU)."""
+def compile_available(device: torch.device, backend: str | Callable | None = None) -> bool:
+    """Whether ``torch.compile`` with ``backend`` (default :func:`default_backend`) can be
+    tried here. Inductor needs a C++ compiler on CPU, and its CPU code does not build when
+    ``ATEN_CPU_CAPABILITY=default`` hides the vector instructions (it still emits ``at::vec``
+    code); other backends build nothing."""
     if os.environ.get("TASKLAB_COMPILE", "1") == "0" or sys.platform.startswith("win"):
         return False
+    if (default_backend() if backend is None else backend) != "inductor":
+        return True
     if device.type == "cpu":
         import shutil
+
+        if os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower() == "default":
+            return False
 
         return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
     return device.type == "cuda"
@@ -98,7 +106,7 @@ class CompiledStep:
         self.pop = population
         self.backend = default_backend() if backend is None else backend
         self._key = _cache_key(population, str(self.backend))
-        self.compiled = compile_available(population.device) or self.backend != "inductor"
+        self.compiled = compile_available(population.device, self.backend)
         self.compile_seconds = 0.0
         self._fn: Callable | None = None
         self._first = True

@@ -16,7 +16,7 @@ from taskset_lab.curves.collect import collect_curves
 from taskset_lab.curves.spec import CollectionSpec
 from taskset_lab.curves.store import list_parts, read_curves, read_runs
 from taskset_lab.errors import TasklabError
-from taskset_lab.tasks.task_set import resolve_task_set
+from taskset_lab.pipelines.curves import collection_spec, task_specs
 
 SMALL = ["task_set=tiny", "search_space.num_configs=5", "total_steps=6", "eval_every=3",
          "learner.eval_batches=1", "learner.dtype=float64", "progress=false"]
@@ -31,10 +31,10 @@ def test_curves_pipeline_with_a_population_cap_matches_one_population(tmp_path):
     assert summary["runs"] == 35 and summary["config_steps"] == 35 * 6
 
     ref = tmp_path / "ref"
-    spec = CollectionSpec.from_config(cfg)
+    spec = collection_spec(cfg)
     assert (spec.optimizer, spec.num_configs, spec.total_steps, spec.eval_every, spec.dtype,
             spec.max_population) == ("nadamw", 5, 6, 3, "float64", 2)
-    collect_curves(dataclasses.replace(spec, max_population=None), resolve_task_set(cfg.task_set), ref)
+    collect_curves(dataclasses.replace(spec, max_population=None), task_specs(cfg), ref)
     key = ["task", "config_id", "step"]
     mine = read_curves(tmp_path / "run" / "curves").sort_values(key).reset_index(drop=True)
     theirs = read_curves(ref).sort_values(key).reset_index(drop=True)
@@ -67,16 +67,16 @@ def test_collection_spec_defaults_are_the_shipped_learner_values():
     """The spec holds the defaults; the learner group shows the same values to the user, and a
     config without the optional keys gets them."""
     cfg = compose("curves_quickstart", ["task_set=tiny"])
-    spec = CollectionSpec.from_config(cfg)
+    spec = collection_spec(cfg)
     defaults = {f.name: f.default for f in dataclasses.fields(CollectionSpec)}
     for name in ("eval_batches", "chunk_size", "max_population", "device", "dtype", "divergence_factor",
                  "config_seed_offset", "replicas", "shard_index", "num_shards"):
         assert getattr(spec, name) == defaults[name], name
     bare = OmegaConf.create({"search_space": {"family": "adam1p", "num_configs": 3}, "total_steps": 4,
                              "eval_every": 2})
-    assert CollectionSpec.from_config(bare) == CollectionSpec("adam1p", 3, 4, 2)
+    assert collection_spec(bare) == CollectionSpec("adam1p", 3, 4, 2)
     with pytest.raises(TasklabError, match="'total_steps': is required"):
-        CollectionSpec.from_config(OmegaConf.create({"search_space": {"family": "adam1p", "num_configs": 3}}))
+        collection_spec(OmegaConf.create({"search_space": {"family": "adam1p", "num_configs": 3}}))
 
 
 def test_ctrl_c_keeps_finished_parts_and_says_how_to_continue(tmp_path):

@@ -11,9 +11,8 @@ import pandas as pd
 import pytest
 
 from taskset_lab.curves.collect import collect_curves
-from taskset_lab.curves.spec import CollectionSpec
+from taskset_lab.pipelines.curves import collection_spec, task_specs
 from taskset_lab.curves.store import list_parts, read_curves, read_runs
-from taskset_lab.tasks.task_set import resolve_task_set
 
 from conftest import compose, run_tasklab
 
@@ -40,7 +39,7 @@ def unsharded(tmp_path_factory):
     """The same collection run in-process, unsharded: the reference."""
     cfg = compose("curves_quickstart", SMALL)
     store = tmp_path_factory.mktemp("unsharded") / "curves"
-    collect_curves(CollectionSpec.from_config(cfg), resolve_task_set(cfg.task_set), store)
+    collect_curves(collection_spec(cfg), task_specs(cfg), store)
     return store
 
 

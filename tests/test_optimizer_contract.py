@@ -163,3 +163,35 @@ def test_config_in_a_population_equals_the_config_alone(name, one_torch_thread):
             torch.testing.assert_close(values[k], alone.losses[split].reshape(-1), rtol=1e-9, atol=1e-12,
                                        equal_nan=True)
     assert pop.diverged.tolist() == [False] * 4 + [True]
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS_UNDER_TEST)
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # addcmul_ has no batching rule
+def test_pure_update_vmaps_to_the_batched_step(name):
+    """``torch.func.vmap`` of the one-config pure update over K configs (parameters, gradients,
+    state and hyperparameters all batched) equals the batched optimizer's step."""
+    fam = get_family(name)
+    configs = configs_of(name)
+    k, total = len(configs), 20
+    g = torch.Generator().manual_seed(3)
+    params = {"w": torch.randn(k, 4, 3, generator=g, dtype=F64), "b": torch.randn(k, 3, generator=g, dtype=F64)}
+    grads = {n: torch.randn(p.shape, generator=g, dtype=F64) for n, p in params.items()}
+    batched = BatchedOptimizer.from_configs(fam, configs, total_steps=total, dtype=F64)
+    state = batched.init(params)
+    for n, p in params.items():  # a state that is not all zeros, at update number 3
+        for key in fam.state_names:
+            state[n][key] = torch.rand(p.shape, generator=g, dtype=F64)
+        state[n]["step"] = torch.tensor(2.0)
+    want_params, want_state = batched.step(params, grads, state)
+    step = torch.tensor(3.0)
+
+    def one(p, grad, st, hp):
+        return fam.update(p, grad, st, step, hp, total)
+
+    for n, p in params.items():
+        inner = {key: state[n][key] for key in fam.state_names}
+        new_p, new_state = torch.func.vmap(one)(p, grads[n], inner, batched.hparams)
+        _close(new_p, want_params[n])
+        for key in fam.state_names:
+            _close(new_state[key], want_state[n][key])
+    assert not torch.equal(want_params["w"], params["w"])

@@ -281,3 +281,37 @@ def test_transfer_prints_no_lightning_noise(tmp_path):
     text = out.stdout + out.stderr
     for noise in ("GPU available", "TPU available", "Tip:", "deprecated", "Warning"):
         assert noise not in text, noise
+
+
+def test_the_old_name_of_the_divergence_multiple_is_refused_in_one_line(tmp_path):
+    """TRANSFER's rule is ``divergence_multiple`` (the engine's is ``learner.divergence_factor``,
+    another rule): a pair still setting the old name is refused naming the new one, and a bad
+    value is refused naming the field."""
+    list_path = write_list(tmp_path / "list.json")
+    with pytest.raises(ConfigError, match=r"pairs\.digits_resnet\.divergence_factor.*divergence_multiple"):
+        run_pipeline(compose("transfer_quickstart", tiny(tmp_path / "a", list_path,
+                                                         "+pairs.digits_resnet.divergence_factor=5.0")))
+    with pytest.raises(ConfigError, match=r"pairs\.digits_resnet\.divergence_multiple.*> 0"):
+        run_pipeline(compose("transfer_quickstart", tiny(tmp_path / "b", list_path,
+                                                         "pairs.digits_resnet.divergence_multiple=-1")))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_a_folder_recorded_under_the_old_name_still_resumes(quickstart_run, tmp_path):
+    """A ``setup.json`` written when the multiple was recorded as ``divergence_factor`` is the
+    same setup: its finished trials are kept, not refused as another setup's."""
+    import shutil
+
+    from taskset_lab.transfer.runner import setup_hash
+
+    src, list_path, _ = quickstart_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    setup = out / "pydoc_transformer" / "setup.json"
+    record = json.loads(setup.read_text())
+    old = {("divergence_factor" if k == "divergence_multiple" else k): v for k, v in record.items() if k != "hash"}
+    setup.write_text(json.dumps({**old, "hash": setup_hash(old)}))
+    before = {p: p.stat().st_mtime_ns for p in out.glob("pydoc_transformer/trials/*.json")}
+    summary = run_pipeline(compose("transfer_quickstart", tiny(out, list_path, "pair=pydoc_transformer")))
+    assert before and {p: p.stat().st_mtime_ns for p in before} == before  # nothing redone
+    assert summary["trials_finished"] == len(list(out.glob("*/trials/*.json")))

@@ -31,7 +31,7 @@ from taskset_lab.engine.driver import train_population
 from taskset_lab.engine.state import PopulationResult
 from taskset_lab.errors import DataError
 from taskset_lab.tasks.base import SPLITS, Task, task_name
-from taskset_lab.tasks.registry import plain
+from taskset_lab.tasks.registry import as_json
 from taskset_lab.tasks.task_set import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def as_task_spec(spec: TaskLike) -> TaskSpec:
     spec of an unnamed task (``<family>_<hash>``)."""
     if isinstance(spec, TaskSpec):
         return spec
-    config = json.loads(json.dumps(plain(spec)))
+    config = as_json(spec)
     if not isinstance(config, dict) or "family" not in config:
         raise ValueError(f"a task spec must be a TaskSpec or a config dict with a 'family' field, got {spec!r}")
     return TaskSpec(task_name(config), str(config["family"]), config)
@@ -145,11 +145,7 @@ def collect_curves(spec: CollectionSpec, task_specs: Sequence[TaskLike],
     specs = [as_task_spec(s) for s in task_specs]
     items = [it for it in work_items(specs, optimizer, num_configs, replicas, spec.chunk_size)
              if it.index % num_shards == shard_index]
-    ensure_manifest(store, {"optimizer": optimizer, "num_configs": num_configs,  # refuses other settings
-                            "config_seed_offset": spec.config_seed_offset, "total_steps": total_steps,
-                            "eval_every": spec.eval_every, "eval_batches": spec.eval_batches,
-                            "chunk_size": spec.chunk_size, "dtype": spec.dtype,
-                            "divergence_factor": float(spec.divergence_factor)},
+    ensure_manifest(store, spec.part_settings(optimizer),  # refuses other settings
                     [s.to_dict() for s in specs], replicas)
     clear_stale_claims(store)  # claims of killed writers, whose parts may already be written
     todo = [it for it in items if not part_done(store, it.part)]

@@ -1,15 +1,16 @@
 """The collection spec: everything a curve collection needs to know besides its tasks and store.
 
 One typed object instead of 19 loose arguments: CURVES and HPARAM_LIST build it from the
-composed config with :meth:`CollectionSpec.from_config` (which checks every field and names
-the config key of a bad one), and :func:`taskset_lab.curves.collect.collect_curves` takes it
+composed config (``taskset_lab.pipelines.curves.collection_spec`` reads each field from
+the key :attr:`CollectionSpec.CONFIG_KEYS` names; the spec checks every field and names the
+config key of a bad one), and :func:`taskset_lab.curves.collect.collect_curves` takes it
 as it is. The defaults live here and only here; the YAML groups show the same values to the
 user (a test keeps ``learner/population.yaml`` equal to them).
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -75,31 +76,17 @@ class CollectionSpec:
     def __post_init__(self) -> None:
         self.validate()
 
-    # -- building ---------------------------------------------------------------------
-    @classmethod
-    def from_config(cls, cfg: Any) -> "CollectionSpec":
-        """The spec of a composed config; absent optional keys take the defaults above.
-        Raises :class:`ConfigError` naming the config key of a missing or bad value."""
-        from omegaconf import OmegaConf
+    def part_settings(self, optimizer: str | None = None) -> dict[str, Any]:
+        """The settings that decide what a store's parts hold (``curves.store.PART_SETTINGS``),
+        as its manifest records them; ``optimizer`` is the resolved search-space name where the
+        spec names a list file."""
+        from taskset_lab.curves.store import PART_SETTINGS
 
-        from taskset_lab.errors import ConfigProblems
-
-        missing, problems = object(), ConfigProblems()
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            key = cls.CONFIG_KEYS[f.name]
-            with problems:
-                try:
-                    value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=True)
-                except Exception as exc:  # noqa: BLE001 - a missing (???) or unresolvable value
-                    raise ConfigError(key, f"cannot be read: {exc}") from None
-                if value is missing:
-                    if f.default is MISSING and f.default_factory is MISSING:  # a required field
-                        raise ConfigError(key, "is required")
-                    continue
-                values[f.name] = value
-        problems.raise_all()
-        return cls(**values)
+        values = {name: getattr(self, name) for name in PART_SETTINGS}
+        values["divergence_factor"] = float(self.divergence_factor)
+        if optimizer is not None:
+            values["optimizer"] = optimizer
+        return values
 
     # -- checking ---------------------------------------------------------------------
     def validate(self) -> None:

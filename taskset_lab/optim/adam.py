@@ -25,7 +25,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from taskset_lab.optim.adam8p import ADAM6P, ADAM8P, Adam6p, Adam8p  # noqa: F401 (re-exported)
-from taskset_lab.optim.base import (FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
+from taskset_lab.optim.base import (IN_PLACE, FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
                                     update_moments_)
 from taskset_lab.optim.sampling import check_range, family_rng, log_uniform
 
@@ -79,10 +79,11 @@ class Adam4pFamily(OptimizerFamily):
         lr_t = lr * torch.sqrt(1 - b2 ** t) / (1 - b1 ** t)
         return {**moment_coefficients(b1, b2, alive), "-lr_t": gate(alive, -lr_t, 0.0), "eps": eps}
 
-    def update_(self, p, g, state, c):
-        update_moments_(state, g, c, square=g)
-        torch.sqrt(state["v"], out=g).add_(c["eps"])
-        torch.div(state["m"], g, out=g)
+    def update_(self, p, g, state, c, ops=None):
+        ops = ops or IN_PLACE
+        update_moments_(state, g, c, square=g, ops=ops)
+        g = ops.sqrt(state["v"], out=g).add_(c["eps"])
+        g = ops.div(state["m"], g, out=g)
         p.addcmul_(g, c["-lr_t"])
 
 

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from taskset_lab.optim.base import (FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
+from taskset_lab.optim.base import (IN_PLACE, FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
                                     update_moments_)
 from taskset_lab.optim.sampling import check_range, family_rng, log_uniform
 from taskset_lab.optim.schedules import RESCALE_STEPS, taskset_decay_lr
@@ -118,13 +118,14 @@ class Adam8pFamily(OptimizerFamily):
             c["l1"], c["2*l2"] = gate(alive, hp["l1"], 0.0), gate(alive, 2.0 * hp["l2"], 0.0)
         return c
 
-    def update_(self, p, g, state, c):
+    def update_(self, p, g, state, c, ops=None):
+        ops = ops or IN_PLACE
         if "l1" in c:
             g.addcmul_(torch.sign(p), c["l1"]).addcmul_(p, c["2*l2"])
-        update_moments_(state, g, c, square=g)
-        torch.div(state["v"], c["1-b2^t"], out=g).add_(V_HAT_FLOOR).sqrt_().add_(c["eps"])  # sqrt(v̂ + 1e-10) + ε
+        update_moments_(state, g, c, square=g, ops=ops)
+        g = ops.div(state["v"], c["1-b2^t"], out=g).add_(V_HAT_FLOOR).sqrt_().add_(c["eps"])  # sqrt(v̂ + 1e-10) + ε
         g.mul_(c["1-b1^t"])
-        torch.div(state["m"], g, out=g)  # m̂ / (sqrt(v̂ + 1e-10) + ε)
+        g = ops.div(state["m"], g, out=g)  # m̂ / (sqrt(v̂ + 1e-10) + ε)
         p.addcmul_(g, c["-lr"])
 
     def scheduled_lr(self, step, hp, total_steps):

@@ -15,7 +15,9 @@ with the in-place form gets ``update`` for free (clone, then ``update_``), so ev
 still runs the same arithmetic; the population engine uses the in-place form directly on its
 flat ``[K, P]`` buffers (:meth:`BatchedOptimizer.step_flat_`), where a diverged config is
 frozen through its coefficients (``coefficients(..., alive=...)``: zero rates, β = 1) and a
-zeroed gradient instead of extra passes over the parameters.
+zeroed gradient instead of extra passes over the parameters. ``update_`` writes results into
+scratch buffers through :class:`BufferOps` (``out=`` in place, fresh tensors in the pure
+``update``), so the pure update runs under ``torch.func.vmap``.
 
 Precision: the update runs in the *compute dtype* of the parameters (float64 for float64
 parameters, float32 otherwise, so bf16/fp16 parameters are updated in float32 and rounded
@@ -102,7 +104,7 @@ class OptimizerFamily(ABC):
         left as they are."""
         new_p = p.clone()
         new_state = {k: v.clone() for k, v in state.items()}
-        self.update_(new_p, g.clone(), new_state, c)
+        self.update_(new_p, g.clone(), new_state, c, ops=FUNCTIONAL)
         return new_p, new_state
 
     @property
@@ -117,9 +119,18 @@ class OptimizerFamily(ABC):
         the coefficients that leave parameters and state unchanged for a zero gradient."""
         raise NotImplementedError
 
-    def update_(self, p: Tensor, g: Tensor, state: dict[str, Tensor], c: Mapping[str, Tensor]) -> None:
+    def update_(self, p: Tensor, g: Tensor, state: dict[str, Tensor], c: Mapping[str, Tensor],
+                ops: "BufferOps | None" = None) -> None:
         """The in-place form: update ``p`` and ``state`` with the coefficients ``c``; ``g``
-        is scratch (overwritten)."""
+        is scratch (overwritten).
+
+        Args:
+            p, g, state: the tensors to update (``g`` is scratch).
+            c: the coefficients of this update (:meth:`coefficients`).
+            ops: how results are written into scratch buffers: :data:`IN_PLACE` (the
+                default, ``out=``) on the flat fast path, :data:`FUNCTIONAL` (fresh tensors)
+                for the pure :meth:`update`, which therefore runs under ``torch.func.vmap``.
+        """
         raise NotImplementedError
 
     def init_state(self, p: Tensor) -> dict[str, Tensor]:
@@ -129,6 +140,38 @@ class OptimizerFamily(ABC):
         """The learning rate update number ``step`` (1-based) applies; families with a
         schedule override this with the schedule their ``update`` uses."""
         return hp["lr"] * torch.ones_like(step, dtype=hp["lr"].dtype)
+
+
+class BufferOps:
+    """The operations of an in-place update that write a result into a scratch buffer.
+
+    With ``in_place`` they write through ``out=`` (no allocation: the flat fast path); without,
+    they return a fresh tensor and leave the buffer alone, so the same update body has no
+    ``out=`` op, which ``torch.func.vmap`` has no batching rule for. Every other in-place op
+    of an update (``mul_``, ``add_``, ``addcmul_``) acts on the update's own copies and runs
+    under ``vmap`` as it is.
+    """
+
+    def __init__(self, in_place: bool):
+        self.in_place = in_place
+
+    def sqrt(self, x: Tensor, out: Tensor) -> Tensor:
+        """``sqrt(x)``, into ``out`` when in place."""
+        return torch.sqrt(x, out=out) if self.in_place else torch.sqrt(x)
+
+    def mul(self, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+        """``a·b``, into ``out`` when in place."""
+        return torch.mul(a, b, out=out) if self.in_place else torch.mul(a, b)
+
+    def div(self, a: Tensor, b: Tensor, out: Tensor) -> Tensor:
+        """``a/b``, into ``out`` when in place."""
+        return torch.div(a, b, out=out) if self.in_place else torch.div(a, b)
+
+
+#: results written into the buffers (the flat fast path)
+IN_PLACE = BufferOps(in_place=True)
+#: results as fresh tensors (the pure update; vmappable)
+FUNCTIONAL = BufferOps(in_place=False)
 
 
 def gate(alive: Tensor | None, value: Tensor, frozen: float) -> Tensor:
@@ -144,12 +187,16 @@ def moment_coefficients(b1: Tensor, b2: Tensor, alive: Tensor | None) -> dict[st
             "b2": gate(alive, b2, 1.0), "1-b2": gate(alive, 1.0 - b2, 0.0)}
 
 
-def update_moments_(state: Mapping[str, Tensor], g: Tensor, c: Mapping[str, Tensor], square: Tensor) -> None:
+def update_moments_(state: Mapping[str, Tensor], g: Tensor, c: Mapping[str, Tensor], square: Tensor,
+                    ops: BufferOps | None = None) -> Tensor:
     """``m ← β1·m + (1-β1)·g``, ``v ← β2·v + (1-β2)·g²`` in place (coefficients from
-    :func:`moment_coefficients`); ``g²`` is left in ``square``, which may be ``g`` itself."""
+    :func:`moment_coefficients`). Returns ``g²``: written into ``square`` (which may be ``g``
+    itself) under :data:`IN_PLACE`, a fresh tensor under :data:`FUNCTIONAL`."""
+    ops = ops or IN_PLACE
     state["m"].mul_(c["b1"]).addcmul_(g, c["1-b1"])
-    torch.mul(g, g, out=square)
+    square = ops.mul(g, g, out=square)
     state["v"].mul_(c["b2"]).addcmul_(square, c["1-b2"])
+    return square
 
 
 def _as_compute(x: Tensor) -> Tensor:

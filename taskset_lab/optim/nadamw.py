@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 
-from taskset_lab.optim.base import (FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
+from taskset_lab.optim.base import (IN_PLACE, FamilyOptimizer, HParams, OptimizerFamily, gate, moment_coefficients,
                                     update_moments_)
 from taskset_lab.optim.sampling import check_range, family_rng, log_uniform
 from taskset_lab.optim.schedules import opt_list_cosine_lr
@@ -128,12 +128,13 @@ class NAdamWFamily(OptimizerFamily):
                 "lr_t": gate(alive, lr_t, 0.0), "lr_t*dwd": gate(alive, lr_t * hp["decoupled_weight_decay"], 0.0),
                 "eps": hp["eps"]}
 
-    def update_(self, p, g, state, c):
+    def update_(self, p, g, state, c, ops=None):
+        ops = ops or IN_PLACE
         g.addcmul_(p, c["-l2"])  # g' = g - l2·θ
-        g2 = torch.empty_like(g)
-        update_moments_(state, g, c, square=g2)
+        g2 = torch.empty_like(g) if ops.in_place else g
+        g2 = update_moments_(state, g, c, square=g2, ops=ops)
         g.mul_(c["n_g"]).addcmul_(state["m"], c["n_m"])  # the numerator n
-        torch.sqrt(state["v"], out=g2).add_(c["eps"])
+        g2 = ops.sqrt(state["v"], out=g2).add_(c["eps"])
         g.div_(g2).mul_(c["lr_t"]).addcmul_(p, c["lr_t*dwd"])  # Δ = lr_t·n/(sqrt(v) + ε) + lr_t·wd·θ
         p.sub_(g)
 

@@ -1,16 +1,50 @@
-"""Turning config groups into objects with ``hydra.utils.instantiate``, with clear errors."""
+"""Turning config groups into objects with ``hydra.utils.instantiate``, and config nodes into
+the plain values and typed specs the library packages take, with clear errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from taskset_lab.errors import ConfigError, TasklabError
+
+
+SpecT = TypeVar("SpecT")
+
+
+def plain(node: Any) -> Any:
+    """A config node as plain Python values (interpolations resolved); other values as they are."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def read_spec(cfg: DictConfig, cls: type[SpecT], keys: Mapping[str, str]) -> SpecT:
+    """The dataclass ``cls`` with each field read from the config key ``keys[field]``; absent
+    optional keys take the class's defaults. Every missing or unreadable key is reported at
+    once (:class:`ConfigError` naming it); the class checks the values it is given."""
+    from taskset_lab.errors import ConfigProblems
+
+    missing, problems = object(), ConfigProblems()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = keys[f.name]
+        with problems:
+            try:
+                value = OmegaConf.select(cfg, key, default=missing, throw_on_missing=True)
+            except Exception as exc:  # noqa: BLE001 - a missing (???) or unresolvable value
+                raise ConfigError(key, f"cannot be read: {exc}") from None
+            if value is missing:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise ConfigError(key, "is required")
+                continue
+            values[f.name] = plain(value)
+    problems.raise_all()
+    return cls(**values)
 
 
 def instantiate_field(cfg: DictConfig, field: str, **kwargs: Any) -> Any:
@@ -29,7 +63,8 @@ def instantiate_field(cfg: DictConfig, field: str, **kwargs: Any) -> Any:
 
 
 def build_task(cfg: DictConfig, field: str = "task") -> Any:
-    return instantiate_field(cfg, field)
+    """The task of ``cfg.<field>``; its arguments reach the task builder as plain values."""
+    return instantiate_field(cfg, field, _convert_="all")
 
 
 def build_optimizer_factory(cfg: DictConfig, field: str = "optimizer") -> Callable:

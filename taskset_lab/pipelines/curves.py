@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 
 from taskset_lab.curves.spec import CollectionSpec
 from taskset_lab.pipelines.base import Pipeline
-from taskset_lab.tasks.task_set import resolve_task_set
+from taskset_lab.pipelines.building import plain, read_spec
+from taskset_lab.tasks.task_set import TaskSpec, resolve_task_set
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,21 @@ class CurvesPipeline(Pipeline):
         return summary
 
 
+def collection_spec(cfg: DictConfig) -> CollectionSpec:
+    """The collection spec of a composed CURVES / HPARAM_LIST config (``CollectionSpec.CONFIG_KEYS``
+    says where each field is read from); absent optional keys take the spec's defaults.
+    Raises :class:`ConfigError` naming the config key of a missing or bad value."""
+    return read_spec(cfg, CollectionSpec, CollectionSpec.CONFIG_KEYS)
+
+
+def task_specs(cfg: DictConfig, field: str = "task_set") -> list[TaskSpec]:
+    """The tasks of ``cfg.<field>`` (ConfigError naming the bad entry)."""
+    return resolve_task_set(plain(cfg[field]), field)
+
+
 def shard_suffix(cfg: DictConfig) -> str:
     """``""`` for an unsharded run, ``"_shard-<i>-of-<n>"`` for shard i of n."""
-    spec = CollectionSpec.from_config(cfg)
+    spec = collection_spec(cfg)
     return "" if spec.num_shards == 1 else f"_shard-{spec.shard_index}-of-{spec.num_shards}"
 
 
@@ -58,9 +71,9 @@ def check_collection_fields(cfg: DictConfig) -> CollectionSpec:
 
     problems, spec = ConfigProblems(), None
     with problems:
-        spec = CollectionSpec.from_config(cfg)
+        spec = collection_spec(cfg)
     with problems:
-        resolve_task_set(cfg.task_set)  # raises ConfigError naming the bad entry
+        task_specs(cfg)  # raises ConfigError naming the bad entry
     problems.raise_all()
     return spec
 
@@ -69,8 +82,8 @@ def run_collection(cfg: DictConfig, store_dir: Path) -> dict[str, Any]:
     """Collect the curves the config asks for into ``store_dir`` (skipping finished parts)."""
     from taskset_lab.curves.collect import collect_curves
 
-    spec = CollectionSpec.from_config(cfg)
-    tasks = resolve_task_set(cfg.task_set)
+    spec = collection_spec(cfg)
+    tasks = task_specs(cfg)
     log.info("CURVES: %d tasks x %d %s configs x %d replicas, %d steps -> %s", len(tasks), spec.num_configs,
              spec.optimizer, spec.replicas, spec.total_steps, store_dir)
     try:

@@ -22,24 +22,16 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from taskset_lab.curves.spec import CollectionSpec
+from taskset_lab.curves.store import PART_SETTINGS
 from taskset_lab.errors import ConfigError
 from taskset_lab.hparam_list.checks import store_parts
 from taskset_lab.hparam_list.references import reference_store
 
 log = logging.getLogger(__name__)
 
-# config field <- manifest key (taskset_lab.curves.store.ensure_manifest)
-MANIFEST_FIELDS = {
-    "search_space.family": "optimizer",
-    "search_space.num_configs": "num_configs",
-    "search_space.seed_offset": "config_seed_offset",
-    "total_steps": "total_steps",
-    "eval_every": "eval_every",
-    "learner.eval_batches": "eval_batches",
-    "learner.chunk_size": "chunk_size",
-    "learner.dtype": "dtype",
-    "learner.divergence_factor": "divergence_factor",
-}
+# config field <- manifest key: the part settings a store records, where the collection spec reads them
+MANIFEST_FIELDS = {CollectionSpec.CONFIG_KEYS[name]: name for name in PART_SETTINGS}
 
 
 def _explicit_keys() -> tuple[str, ...] | None:
@@ -97,13 +89,13 @@ def _store_tasks(cfg: DictConfig, store: Path, manifest: dict[str, Any]) -> None
     """A complete store is learned from as it is (its parts are not collected again: the
     pipeline asks :func:`store_is_complete`); an incomplete one is completed only with the
     task set it was collected for."""
-    from taskset_lab.tasks.task_set import resolve_task_set
+    from taskset_lab.pipelines.curves import task_specs
 
     parts = store_parts(store, manifest)
     if parts is None or parts[0] == parts[1] or not OmegaConf.select(cfg, "collect_if_missing", default=False):
         return
     names = {t["name"] for t in manifest["tasks"]}
-    asked = {spec.name for spec in resolve_task_set(cfg.task_set)}
+    asked = {spec.name for spec in task_specs(cfg)}
     if asked != names:
         raise ConfigError("task_set", f"the curve store {store} is incomplete ({len(parts[1])} of {len(parts[0])} "
                                       f"parts) and was collected for {len(names)} other tasks than this task_set's "
@@ -169,7 +161,6 @@ def reference_lists(cfg: Any) -> dict[str, int]:
     """``{list name: number of entries}`` from ``hparam_list.reference_lists`` (empty if unset)."""
     from omegaconf import OmegaConf
 
-    from taskset_lab.errors import ConfigError
     from taskset_lab.optim.search_space import search_space_problem
 
     raw = OmegaConf.select(cfg, "hparam_list.reference_lists", default=None) or {}
@@ -191,8 +182,7 @@ def collect_reference_lists(cfg: Any, store: str | Path, tasks: list[Any] | None
     """Collect the first N entries of every reference list (finished parts are skipped) on
     ``tasks`` (default: the store's own tasks from its manifest, else ``cfg.task_set``)."""
     from taskset_lab.curves.collect import collect_curves
-    from taskset_lab.curves.spec import CollectionSpec
-    from taskset_lab.tasks.task_set import resolve_task_set
+    from taskset_lab.pipelines.curves import collection_spec, task_specs
 
     lists = reference_lists(cfg)
     if not lists:
@@ -200,8 +190,8 @@ def collect_reference_lists(cfg: Any, store: str | Path, tasks: list[Any] | None
     from taskset_lab.curves.store import read_manifest
     from taskset_lab.hparam_list.checks import store_task_specs
 
-    spec = CollectionSpec.from_config(cfg)
-    tasks = tasks or store_task_specs(read_manifest(Path(store))) or resolve_task_set(cfg.task_set)
+    spec = collection_spec(cfg)
+    tasks = tasks or store_task_specs(read_manifest(Path(store))) or task_specs(cfg)
     summaries = []
     for name, size in lists.items():
         ref = dataclasses.replace(spec, optimizer=name, num_configs=size, config_seed_offset=0)

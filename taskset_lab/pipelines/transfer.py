@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from taskset_lab.errors import ConfigError
 from taskset_lab.pipelines.base import Pipeline
@@ -71,6 +71,8 @@ class TransferPipeline(Pipeline):
                 with problems:
                     if OmegaConf.select(pair, field, default=None) is None:
                         raise ConfigError(f"pairs.{name}.{field}", "missing")
+            with problems:
+                check_divergence_multiple(pair, f"pairs.{name}")
             with problems:
                 if "reference" in methods and OmegaConf.select(pair, "reference", default=None) is None:
                     raise ConfigError(f"pairs.{name}.reference", "the reference method needs the pair's recipe")
@@ -237,3 +239,15 @@ class TransferPipeline(Pipeline):
         if plot is not None:
             logger.log_image(key="transfer_plot", images=[str(plot)])
         finish_loggers([logger])
+
+
+def check_divergence_multiple(pair: DictConfig, where: str) -> None:
+    """A pair's ``divergence_multiple`` is a number > 0 or null (no bound); the name it had
+    before it was told apart from the engine's rule, ``divergence_factor``, is refused."""
+    if "divergence_factor" in pair:
+        raise ConfigError(f"{where}.divergence_factor", "is now called divergence_multiple (a trial diverges above "
+                                                        "this multiple of its first training loss)")
+    value = OmegaConf.select(pair, "divergence_multiple", default=None)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                              or not math.isfinite(value) or value <= 0):
+        raise ConfigError(f"{where}.divergence_multiple", f"must be a finite number > 0 or null, got {value!r}")

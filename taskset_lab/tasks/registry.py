@@ -82,22 +82,20 @@ def fixed_task_names(pattern: str | None = None) -> list[str]:
     return FIXED_TASKS.names(pattern)
 
 
-def plain(node: Any) -> Any:
-    """A plain Python container from an OmegaConf node (or the value itself)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def _json(value: Any) -> Any:
-    return json.loads(json.dumps(plain(value)))
+def as_json(value: Any) -> Any:
+    """``value`` through a JSON round trip (tuples become lists, keys strings): task configs
+    are plain Python values; a config node is converted by the caller (the pipelines do)."""
+    try:
+        return json.loads(json.dumps(value))
+    except TypeError as exc:
+        raise TypeError(f"a task config must hold plain values (dicts, lists, numbers, strings): {exc}") from None
 
 
 def sampled_name(family: str, seed: int, overrides: Mapping[str, Any] | None = None) -> str:
     """``<family>_seed<seed>``; with overrides ``<family>_seed<seed>_<8 hex of the overrides>``."""
     name = f"{family}_seed{int(seed)}"
     if overrides:
-        canonical = json.dumps(_json(overrides), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(as_json(overrides), sort_keys=True, separators=(",", ":"))
         name += "_" + hashlib.sha1(canonical.encode()).hexdigest()[:8]
     return name
 
@@ -133,7 +131,7 @@ def sample_task_config(family: str, seed: int, overrides: Mapping[str, Any] | No
     fam = get_family(family)
     seed = check_task_seed(family, seed)
     try:
-        config = _json(fam.sample(seed))
+        config = as_json(fam.sample(seed))
     except ValueError as exc:  # numpy's RandomState(seed + the family's offset) beyond uint32
         if "Seed must be between" not in str(exc):
             raise
@@ -142,7 +140,7 @@ def sample_task_config(family: str, seed: int, overrides: Mapping[str, Any] | No
     if overrides:
         from taskset_lab.tasks.fields import check_override_keys
 
-        overrides = _json(overrides)
+        overrides = as_json(overrides)
         check_override_keys(fam, overrides)
         config.update(overrides)
         if fam.derive is not None:
@@ -173,7 +171,7 @@ def build_task(config: Mapping[str, Any], data_dir: str | None = None, download:
     stand-in (the builder sets ``task.data_substitute``; the name records it)."""
     from taskset_lab.tasks.fields import validate_config
 
-    config = _json(config)
+    config = as_json(config)
     if not isinstance(config, dict) or "family" not in config:
         from taskset_lab.errors import ConfigError
 

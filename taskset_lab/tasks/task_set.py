@@ -17,7 +17,6 @@ fields here, before anything is trained.
 from __future__ import annotations
 
 import fnmatch
-import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -25,13 +24,13 @@ from taskset_lab.errors import ConfigError, TasklabError
 from taskset_lab.tasks.base import Task, task_name
 from taskset_lab.tasks.registry import (
     FIXED_TASKS,
+    as_json,
     build_fixed_task,
     build_task,
     family_names,
     fixed_task_names,
     get_family,
     parse_sampled_name,
-    plain,
     sample_task_config,
     sampled_name,
 )
@@ -64,7 +63,7 @@ def resolve_task_set(task_set: Mapping[str, Any], field: str = "task_set") -> li
     """Expand a task set config into task specs (raises ConfigError naming the field)."""
     from taskset_lab.tasks.fields import validate_config
 
-    task_set = json.loads(json.dumps(plain(task_set)))
+    task_set = as_json(task_set)
     if not isinstance(task_set, dict):
         raise ConfigError(field, f"must be a mapping with 'families' and/or 'fixed', got {task_set!r}")
     unknown = set(task_set) - {"families", "fixed", "name"}

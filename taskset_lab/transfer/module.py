@@ -18,6 +18,9 @@ from taskset_lab.transfer.methods import build_optimizer
 
 KINDS = ("classifier", "lm")
 
+#: a trial diverges above this multiple of its first step's training loss (TRANSFER's rule)
+DIVERGENCE_MULTIPLE = 5.0
+
 
 def is_diverged(losses: Mapping[str, float], bound: float | None) -> bool:
     """The divergence rule of a trial, over every loss it reports (train, valid, test): one
@@ -31,19 +34,21 @@ class TransferModule(pl.LightningModule):
     accuracy for classifiers).
 
     A trial diverges when a training loss, or a valid or test loss at an evaluation, is NaN/inf
-    or above ``divergence_factor`` times the first step's loss (or above ``divergence_bound``
-    when given): training stops at once and ``diverged_step`` records where.
+    or above ``divergence_multiple`` times the first step's loss (floored at 1e-3; or above
+    ``divergence_bound`` when given): training stops at once and ``diverged_step`` records
+    where. (The population engine's rule, ``divergence_factor``, is another one: a loss above
+    ``L0 + factor·max(|L0|, 1e-12)``; the two names keep them apart.)
     """
 
     def __init__(self, model: torch.nn.Module, kind: str, optimizer: Mapping[str, Any], total_steps: int,
-                 divergence_factor: float | None = 5.0, divergence_bound: float | None = None):
+                 divergence_multiple: float | None = DIVERGENCE_MULTIPLE, divergence_bound: float | None = None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.model, self.kind = model, kind
         self.optimizer_spec = dict(optimizer)
         self.total_steps = int(total_steps)
-        self.divergence_factor = divergence_factor
+        self.divergence_multiple = divergence_multiple
         self.bound = divergence_bound
         self.curve: list[dict[str, float]] = []
         self.diverged_step: int | None = None
@@ -67,8 +72,8 @@ class TransferModule(pl.LightningModule):
         total, _, n = self._losses(batch)
         loss = total / n
         value = float(loss.detach())
-        if self.bound is None and self.divergence_factor and math.isfinite(value):
-            self.bound = float(self.divergence_factor) * max(value, 1e-3)
+        if self.bound is None and self.divergence_multiple and math.isfinite(value):
+            self.bound = float(self.divergence_multiple) * max(value, 1e-3)
         bad = is_diverged({"train": value}, self.bound)
         if self.trainer.strategy.reduce_boolean_decision(bad, all=False):
             if self.diverged_step is None:

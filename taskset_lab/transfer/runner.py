@@ -26,7 +26,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -37,7 +37,7 @@ from taskset_lab import files
 from taskset_lab.errors import ConfigError
 from taskset_lab.pipelines.building import build_callbacks, build_loggers, finish_loggers, instantiate_field
 from taskset_lab.transfer.methods import TrialSpec, optimizer_spec
-from taskset_lab.transfer.module import TransferModule
+from taskset_lab.transfer.module import DIVERGENCE_MULTIPLE, TransferModule
 
 log = logging.getLogger(__name__)
 _MACHINE_KEYS = ("root", "data_dir", "num_workers", "download")  # where data lives, not what it is
@@ -96,10 +96,23 @@ def setup_record(cfg: DictConfig, pair_name: str) -> dict[str, Any]:
     assert isinstance(pair, dict)
     data = {k: v for k, v in dict(pair.get("data", {})).items() if k not in _MACHINE_KEYS}
     record = {"pair": pair_name, "kind": pair.get("kind"), "data": data, "model": pair.get("model"),
-              "divergence_factor": pair.get("divergence_factor"), "total_steps": int(cfg.total_steps),
+              "divergence_multiple": pair.get("divergence_multiple"), "total_steps": int(cfg.total_steps),
               "eval_every": int(cfg.eval_every), "global_seed": int(cfg.global_seed)}
-    record["hash"] = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    record["hash"] = setup_hash(record)
     return record
+
+
+def setup_hash(record: Mapping[str, Any]) -> str:
+    """The hash of a setup record (its fields but ``hash``)."""
+    fields = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _as_recorded_before_the_rename(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` as setups recorded the divergence multiple before it had its own name
+    (``divergence_factor``), so folders of those setups resume."""
+    old = {("divergence_factor" if k == "divergence_multiple" else k): v for k, v in record.items() if k != "hash"}
+    return {**old, "hash": setup_hash(old)}
 
 
 def check_setup(results: Path, record: dict[str, Any]) -> None:
@@ -107,6 +120,8 @@ def check_setup(results: Path, record: dict[str, Any]) -> None:
     path = results / "setup.json"
     if path.is_file():
         old = json.loads(path.read_text())
+        if "divergence_factor" in old:
+            record = _as_recorded_before_the_rename(record)
         if old.get("hash") != record["hash"]:
             changed = sorted(k for k in record if k != "hash" and old.get(k) != record[k])
             raise ConfigError("output_dir", f"{results} holds trials of another setup ({', '.join(changed)} "
@@ -206,7 +221,8 @@ def _train_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path
     datamodule = instantiate_field(cfg, f"pairs.{pair_name}.data")
     model = instantiate_field(cfg, f"pairs.{pair_name}.model")
     module = TransferModule(model, str(pair.kind), opt, total_steps,
-                            divergence_factor=OmegaConf.select(pair, "divergence_factor", default=5.0),
+                            divergence_multiple=OmegaConf.select(pair, "divergence_multiple",
+                                                                 default=DIVERGENCE_MULTIPLE),
                             divergence_bound=OmegaConf.select(pair, "divergence_bound", default=None))
     loggers = build_loggers(trial_cfg)
     callbacks = build_callbacks(trial_cfg)

@@ -17,13 +17,13 @@ import time
 import torch
 
 from taskset_lab.engine import Population
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.registry import FIXED_TASKS, build_fixed_task
 
 
 def seconds_per_step(name: str, steps: int) -> float:
     task = build_fixed_task(name, offline_data="substitute")
-    population = Population(task, "adam8p", [get_family("adam8p").sample(0)], steps + 1, eval_batches=1)
+    population = Population(task, "adam8p", [get_optimizer_family("adam8p").sample(0)], steps + 1, eval_batches=1)
     state = population.step(population.init())  # warm-up (allocations, probe passes)
     start = time.perf_counter()
     for _ in range(steps):

@@ -17,13 +17,13 @@ import time
 import torch
 
 from taskset_lab.engine import train_population, train_single
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.registry import get_task
 
 
 def measure(task_name: str, k: int, steps: int, single_steps: int, device: str) -> dict:
     task = get_task(task_name, offline_data="substitute")
-    adam = get_family("adam8p")
+    adam = get_optimizer_family("adam8p")
     hps = [adam.sample(i) for i in range(k)]
     train_population(task, adam, hps[:1], 2, 2, eval_batches=1, device=device)  # warm-up
     start = time.perf_counter()

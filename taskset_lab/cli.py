@@ -128,12 +128,12 @@ def task_name_overrides(argv: Sequence[str]) -> list[str]:
         if arg.startswith("task=") and arg[len("task="):] not in options and "," not in arg:
             name = arg[len("task="):]
             from taskset_lab.tasks.registry import get_task  # noqa: F401 (imports every family)
-            from taskset_lab.tasks.registry import FAMILIES, FIXED_TASKS, parse_sampled_name
+            from taskset_lab.tasks.registry import TASK_FAMILIES, FIXED_TASKS, parse_sampled_name
 
             if name in FIXED_TASKS or parse_sampled_name(name) is not None:
                 out += ["task=named", f"task.name={name}"]
                 continue
-            if name not in FAMILIES:
+            if name not in TASK_FAMILIES:
                 raise TasklabError(f"unknown task '{name}': task= takes a task config ({', '.join(sorted(options))}) "
                                    "or a task name from `tasklab pipeline=TASKS` (a fixed task or <family>_seed<N>)")
         out.append(arg)

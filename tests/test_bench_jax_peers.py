@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("jax")
 
 from benchmark_module import load_benchmark  # noqa: E402
-from taskset_lab.tasks import build_task, get_family  # noqa: E402
+from taskset_lab.tasks import build_task, get_task_family  # noqa: E402
 
 TOL = 1e-5
 CONFIGS = [dict(lr=lr, beta1=0.9, beta2=0.999, eps=1e-8) for lr in (1e-3, 3e-3, 1e-2)]
@@ -59,6 +59,6 @@ def test_peer_matches_population_engine(config: dict[str, Any]) -> None:
 def test_no_peer_for_other_modules() -> None:
     peers = _jax_peers()
     with pytest.raises(NotImplementedError, match="no JAX peer"):
-        peers.make_peer(build_task(get_family("lab_quadratic").sample(0)), CONFIGS, 3)
+        peers.make_peer(build_task(get_task_family("lab_quadratic").sample(0)), CONFIGS, 3)
     with pytest.raises(NotImplementedError, match="GRU core only"):
         peers.make_peer(build_task(_rnn("lstm")), CONFIGS, 3)

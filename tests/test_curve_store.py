@@ -161,7 +161,7 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
 
 def test_collect_matches_engine_and_records_runs(tmp_path):
     from taskset_lab.engine import train_population
-    from taskset_lab.optim import get_family
+    from taskset_lab.optim import get_optimizer_family
     from taskset_lab.tasks import build_task
 
     spec = CollectionSpec("adam4p", num_configs=5, total_steps=12, eval_every=5, config_seed_offset=100,
@@ -174,7 +174,7 @@ def test_collect_matches_engine_and_records_runs(tmp_path):
     assert not curves.duplicated(["task", "config_id", "replica", "step"]).any()
     assert str(curves["test"].dtype) == "float64"
     runs = read_runs(tmp_path / "s")
-    fam = get_family("adam4p")
+    fam = get_optimizer_family("adam4p")
     for _, row in runs.iterrows():
         assert json.loads(row["hparams"]) == pytest.approx(fam.sample(100 + row["config_id"]))
         assert row["config_seed"] == 100 + row["config_id"]

@@ -210,13 +210,13 @@ def _task_families() -> list[str]:
 
 @pytest.mark.parametrize("task_family", _task_families())
 def test_population_matches_single_for_every_family(task_family):
-    from taskset_lab.optim import family_names, get_family
+    from taskset_lab.optim import optimizer_family_names, get_optimizer_family
     from taskset_lab.tasks import sample_task
 
     task = sample_task(task_family, 0, SMALL_TASKS.get(task_family))
     seen_divergence = 0
-    for opt_name in family_names():
-        fam = get_family(opt_name)
+    for opt_name in optimizer_family_names():
+        fam = get_optimizer_family(opt_name)
         configs = [fam.sample(1), fam.sample(2), dict(fam.sample(3), lr=1e4)]
         pop = train_population(task, fam, configs, total_steps=12, eval_every=4, eval_batches=2, dtype=F64)
         for k, hp in enumerate(configs):

@@ -18,7 +18,7 @@ from taskset_lab.engine.driver import (apply_allocator_settings, compile_mode, p
 from taskset_lab.engine.population import Population
 from taskset_lab.engine.single import train_single
 from taskset_lab.errors import ConfigError
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks import sample_task
 
 from conftest import run_population
@@ -32,7 +32,7 @@ SMALL = {
 
 
 def _configs(fam_name: str) -> list[dict]:
-    fam = get_family(fam_name)
+    fam = get_optimizer_family(fam_name)
     return [fam.sample(1), fam.sample(2), dict(fam.sample(3), lr=1e4)]
 
 
@@ -59,7 +59,7 @@ def test_compiled_step_equals_eager(task_family, opt):
 def test_compiled_population_matches_config_alone(monkeypatch):
     monkeypatch.setenv("TASKLAB_COMPILE_BACKEND", "aot_eager")
     task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
-    fam = get_family("adam4p")
+    fam = get_optimizer_family("adam4p")
     configs = _configs("adam4p")
     pop = train_population(task, fam, configs, total_steps=8, eval_every=4, eval_batches=2, dtype=F64,
                            compile=True)
@@ -155,7 +155,7 @@ def test_compile_mode_and_auto_threshold():
 
 def test_probe_picks_fastest_k_within_cap():
     task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
-    configs = [get_family("adam4p").sample(i) for i in range(40)]
+    configs = [get_optimizer_family("adam4p").sample(i) for i in range(40)]
     made: list[int] = []
 
     def make(n: int) -> Population:
@@ -170,7 +170,7 @@ def test_probe_picks_fastest_k_within_cap():
 
 def test_train_population_auto_k_logs_choice(caplog):
     task = sample_task("lab_quadratic", 0, SMALL["lab_quadratic"])
-    configs = [get_family("adam1p").sample(i) for i in range(12)]
+    configs = [get_optimizer_family("adam1p").sample(i) for i in range(12)]
     with caplog.at_level("INFO", logger="taskset_lab.engine.driver"):
         res = train_population(task, "adam1p", configs, total_steps=200, eval_every=100, eval_batches=1,
                                compile=False)
@@ -203,7 +203,7 @@ def test_train_population_changes_no_process_setting(monkeypatch):
     calls = []
     monkeypatch.setattr(driver.ctypes, "CDLL", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError()))
     task = sample_task("quadratic_family", 0)
-    res = train_population(task, get_family("nadamw"), _configs("nadamw")[:2], total_steps=3, eval_every=3)
+    res = train_population(task, get_optimizer_family("nadamw"), _configs("nadamw")[:2], total_steps=3, eval_every=3)
     assert res.num_configs == 2 and driver._ALLOCATOR_APPLIED is None and calls == []
 
 

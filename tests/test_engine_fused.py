@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from taskset_lab.engine.population import Population
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks import sample_task
 
 from conftest import run_population
@@ -18,7 +18,7 @@ MLP = {"hidden": [8], "batch_size": 16}
 
 
 def _configs(fam_name: str) -> list[dict]:
-    fam = get_family(fam_name)
+    fam = get_optimizer_family(fam_name)
     configs = [fam.sample(i) for i in range(1, 5)]
     for c in configs:  # rates that train rather than diverge at once
         c["lr"] = min(c["lr"], 3e-2)

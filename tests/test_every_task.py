@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from taskset_lab.engine import train_population
-from taskset_lab.optim import get_family
-from taskset_lab.tasks.registry import FAMILIES, FIXED_TASKS, get_task
+from taskset_lab.optim import get_optimizer_family
+from taskset_lab.tasks.registry import TASK_FAMILIES, FIXED_TASKS, get_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
-NAMES = FIXED_TASKS.names() + [f"{family}_seed0" for family in FAMILIES.names()]
+NAMES = FIXED_TASKS.names() + [f"{family}_seed0" for family in TASK_FAMILIES.names()]
 #: tasks whose TaskSet definition is already non-finite at initialization in float32: the engine
 #: must flag them as diverged at step 0 instead of crashing
 NON_FINITE_AT_INIT = {
@@ -29,8 +29,8 @@ NON_FINITE_AT_INIT = {
 def test_task_builds_and_trains(name):
     task = get_task(name, offline_data="substitute")
     assert task.name in (name, f"{name}_on_{getattr(task, 'data_substitute', None)}")
-    assert task.family in FAMILIES or task.family == FIXED_TASKS.get(name).kind
-    result = train_population(task, "adam8p", [get_family("adam8p").sample(0)], total_steps=2,
+    assert task.family in TASK_FAMILIES or task.family == FIXED_TASKS.get(name).kind
+    result = train_population(task, "adam8p", [get_optimizer_family("adam8p").sample(0)], total_steps=2,
                               eval_every=2, eval_batches=1)
     first = {s: float(v[0, 0]) for s, v in result.losses.items()}
     if name in NON_FINITE_AT_INIT:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from taskset_lab.engine import train_population, train_single
 from taskset_lab.errors import DataError
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS, TensorData
 from taskset_lab.tasks.fixed import image_conv, image_conv_ae, image_conv_vae
 from taskset_lab.tasks.fixed.image_conv import BatchStatNorm, SameConv2d
@@ -173,7 +173,7 @@ def test_builds_on_the_stand_in_and_trains_in_the_population_engine(name):
     assert task.name == f"{name}_on_digits" and task.data_substitute == "digits"
     spec = SPEC_TABLES[KINDS[name]][name]
     assert task.data.batch("train", 0)[0].shape[0] == spec.batch_size
-    result = train_population(_small(task), "adam8p", [get_family("adam8p").sample(0)], total_steps=3,
+    result = train_population(_small(task), "adam8p", [get_optimizer_family("adam8p").sample(0)], total_steps=3,
                               eval_every=3, eval_batches=1)
     for split in SPLITS:
         losses = result.losses[split]
@@ -186,7 +186,7 @@ def test_builds_on_the_stand_in_and_trains_in_the_population_engine(name):
                                   "FixedImageConvVAE_mnist_32x32x32x32x32_bs128"])
 def test_config_in_population_equals_config_alone(name):
     task = _small(get_task(name, offline_data="substitute"), 2)
-    configs = [get_family("adam8p").sample(i) for i in range(2)]
+    configs = [get_optimizer_family("adam8p").sample(i) for i in range(2)]
     pop = train_population(task, "adam8p", configs, total_steps=3, eval_every=3, eval_batches=1, dtype=F64,
                            config_ids=[5, 6])
     alone = train_single(task, ("adam8p", configs[1]), total_steps=3, eval_every=3, eval_batches=1, dtype=F64,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from taskset_lab.engine import train_population, train_single
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.fixed import synthetic_sequence as seq
 from taskset_lab.tasks.fixed import two_d
@@ -256,7 +256,7 @@ def test_lstm_follows_sonnet_gate_order_and_forget_bias():
 
 
 def _adam8p_configs(n: int) -> tuple[object, list[dict]]:
-    fam = get_family("adam8p")
+    fam = get_optimizer_family("adam8p")
     return fam, [fam.sample(i) for i in range(n)]
 
 

@@ -496,9 +496,9 @@ def test_speedup_table_interpolates_and_reports_never():
 
 def test_hparam_list_json_round_trip_through_the_optimizer_loader(tmp_path, synthetic_eval):
     from taskset_lab.optim.hparam_list import hparam_list_entry, load_hparam_list
-    from taskset_lab.optim.registry import get_family
+    from taskset_lab.optim.registry import get_optimizer_family
 
-    family = get_family("nadamw")
+    family = get_optimizer_family("nadamw")
     hp = pd.DataFrame([family.sample(i) for i in range(5)], index=pd.Index([10, 11, 12, 13, 14], name="config_id"))
     data = build_hparam_list("nadamw", [12, 10], hp, {"select_split": "valid_inner", "report_split": "test",
                                                        "reduce": "best", "cap": np.float64(1.5)},

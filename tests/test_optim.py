@@ -12,7 +12,7 @@ import torch
 from taskset_lab.errors import DataError
 from taskset_lab.optim import (
     ADAM1P, ADAM4P, ADAM6P, ADAM8P, NADAMW, Adam1p, Adam4p, Adam6p, Adam8p, BatchedOptimizer,
-    FamilyOptimizer, NAdamW, family_names, get_family, hparam_list_entry, hparam_list_optimizer,
+    FamilyOptimizer, NAdamW, optimizer_family_names, get_optimizer_family, hparam_list_entry, hparam_list_optimizer,
     load_hparam_list, opt_list_cosine_lr, resolve_search_space, sampled_optimizer, taskset_decay_lr,
 )
 
@@ -132,13 +132,13 @@ def _in(v, lo, hi):
 
 def test_samplers_in_range_and_deterministic():
     n = 1000
-    draws = {name: [get_family(name).sample(s) for s in range(n)] for name in family_names()}
+    draws = {name: [get_optimizer_family(name).sample(s) for s in range(n)] for name in optimizer_family_names()}
     assert set(draws) == {"adam8p", "adam6p", "adam4p", "adam1p", "nadamw"}
     for name, ds in draws.items():
-        assert get_family(name).sample(123) == ds[123]
+        assert get_optimizer_family(name).sample(123) == ds[123]
         assert ds[0] != ds[1]
         for d in ds[:200]:
-            get_family(name).validate(d)
+            get_optimizer_family(name).validate(d)
     for d in draws["adam8p"]:
         assert _in(d["lr"], 1e-8, 10) and _in(1 - d["beta1"], 1e-4 * (1 - 1e-9), 1)
         assert _in(1 - d["beta2"], 1e-6 * (1 - 1e-9), 1) and _in(d["eps"], 1e-10, 1e3)
@@ -209,7 +209,7 @@ def test_sampled_optimizer_is_the_draw():
     ("adam1p", {"beta1": 0.9}, r"unknown hparams \['beta1'\]"),
 ])
 def test_validate_rejects(name, bad, match):
-    fam = get_family(name)
+    fam = get_optimizer_family(name)
     good = fam.defaults()
     assert fam.validate(good) == {k: float(v) for k, v in good.items()}
     with pytest.raises(ValueError, match=match):
@@ -227,9 +227,9 @@ def test_validate_missing_and_classes_reject():
 
 
 def test_get_family_unknown_lists_names():
-    assert get_family("adam8p") is ADAM8P
+    assert get_optimizer_family("adam8p") is ADAM8P
     with pytest.raises(KeyError, match="adam1p, adam4p, adam6p, adam8p, nadamw"):
-        get_family("sgd")
+        get_optimizer_family("sgd")
 
 
 # --- hparam lists ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 
 from taskset_lab.optim import (
     ADAM1P, ADAM4P, ADAM6P, ADAM8P, NADAMW, BatchedOptimizer, FamilyOptimizer, hparam_list_entry,
-    load_hparam_list, released_config,
+    load_hparam_list, released_optimizer_config,
 )
 
 REF = Path(__file__).parent / "data" / "taskset_reference" / "optimizers"
@@ -284,7 +284,7 @@ def test_released_configs_are_our_samplers(file):
     data = json.loads((REF / f"{file}.json").read_text())
     assert len(data) >= 40
     for name, (hparams, family) in data.items():
-        ours = released_config(name)
+        ours = released_optimizer_config(name)
         assert ours[1] == family, name
         assert list(ours[0]) == list(hparams), name  # same keys, same order
         for key, value in hparams.items():
@@ -298,18 +298,18 @@ def test_released_configs_are_our_samplers(file):
 def test_released_names_the_issue_mentions():
     for name in ("adam8p_wide_grid_seed12", "adam6p_wide_grid_seed3", "adam4p_wide_grid_seed7",
                  "adam1p_wide_grid_seed0", "nadamw_grid_seed251"):
-        hparams, family = released_config(name)
+        hparams, family = released_optimizer_config(name)
         assert name.startswith(family)
     # adam1p draws from its own generator, adam4p shares adam8p's first four draws
-    assert released_config("adam1p_wide_grid_seed0")[0]["learning_rate"] != \
-        released_config("adam8p_wide_grid_seed0")[0]["learning_rate"]
-    assert released_config("adam4p_wide_grid_seed7")[0] == {
-        k: v for k, v in released_config("adam8p_wide_grid_seed7")[0].items()
+    assert released_optimizer_config("adam1p_wide_grid_seed0")[0]["learning_rate"] != \
+        released_optimizer_config("adam8p_wide_grid_seed0")[0]["learning_rate"]
+    assert released_optimizer_config("adam4p_wide_grid_seed7")[0] == {
+        k: v for k, v in released_optimizer_config("adam8p_wide_grid_seed7")[0].items()
         if k in ("learning_rate", "beta1", "beta2", "epsilon")}
     with pytest.raises(KeyError, match="released config name"):
-        released_config("adagrad_wide_grid_seed0")
+        released_optimizer_config("adagrad_wide_grid_seed0")
     with pytest.raises(KeyError):
-        released_config("nadamw_grid_seedX")
+        released_optimizer_config("nadamw_grid_seedX")
 
 
 def test_opt_list_ships_the_published_order_with_sampler_hparams():

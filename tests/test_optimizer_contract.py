@@ -15,8 +15,8 @@ import torch
 
 from taskset_lab.engine import Population, train_population, train_single
 from taskset_lab.engine.compiled import CompiledStep
-from taskset_lab.optim import BatchedOptimizer, FamilyOptimizer, get_family
-from taskset_lab.optim.registry import FAMILIES
+from taskset_lab.optim import BatchedOptimizer, FamilyOptimizer, get_optimizer_family
+from taskset_lab.optim.registry import OPTIMIZER_FAMILIES
 from taskset_lab.tasks import sample_task
 
 from conftest import run_population
@@ -24,7 +24,7 @@ from conftest import run_population
 F64 = torch.float64
 MLP = {"hidden": [8], "batch_size": 16}
 #: every registered family
-OPTIMIZERS_UNDER_TEST = FAMILIES.names()
+OPTIMIZERS_UNDER_TEST = OPTIMIZER_FAMILIES.names()
 #: hparams that make a family's configs exercise every branch of its update (data, not tests)
 BRANCHES = {
     "nadamw": [dict(nesterov=1.0, warmup_fraction=0.2, decoupled_weight_decay=1e-2),
@@ -35,7 +35,7 @@ BRANCHES = {
 
 def configs_of(name: str) -> list[dict]:
     """Four configs that train (rates capped) with the family's branches, and one that diverges."""
-    fam = get_family(name)
+    fam = get_optimizer_family(name)
     configs = [fam.sample(i) for i in range(1, 5)]
     for c, extra in zip(configs, BRANCHES.get(name, [])):
         c.update(extra)
@@ -50,7 +50,7 @@ def _close(a, b):
 
 @pytest.mark.parametrize("name", OPTIMIZERS_UNDER_TEST)
 def test_update_is_pure(name):
-    fam = get_family(name)
+    fam = get_optimizer_family(name)
     g = torch.Generator().manual_seed(0)
     p, grad = torch.randn(4, 3, generator=g, dtype=F64), torch.randn(4, 3, generator=g, dtype=F64)
     state = {k: torch.rand(4, 3, generator=g, dtype=F64) for k in fam.state_names}
@@ -62,9 +62,9 @@ def test_update_is_pure(name):
     assert not torch.equal(new_p, p) and set(new_state) == set(fam.state_names)
 
 
-@pytest.mark.parametrize("name", [n for n in OPTIMIZERS_UNDER_TEST if get_family(n).has_in_place_update])
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS_UNDER_TEST if get_optimizer_family(n).has_in_place_update])
 def test_frozen_coefficients_leave_parameters_and_moments_as_they_are(name):
-    fam = get_family(name)
+    fam = get_optimizer_family(name)
     opt = BatchedOptimizer.from_configs(fam, configs_of(name), 20, dtype=F64)
     k = opt.num_configs
     g = torch.Generator().manual_seed(1)
@@ -82,7 +82,7 @@ def test_frozen_coefficients_leave_parameters_and_moments_as_they_are(name):
 @pytest.mark.parametrize("name", OPTIMIZERS_UNDER_TEST)
 def test_torch_optim_front_end_equals_the_batched_form(name):
     """One config as a ``torch.optim.Optimizer`` follows config k of the batched optimizer."""
-    fam = get_family(name)
+    fam = get_optimizer_family(name)
     configs = configs_of(name)[:4]
     g = torch.Generator().manual_seed(2)
     x, y = torch.randn(16, 5, generator=g, dtype=F64), torch.randn(16, 3, generator=g, dtype=F64)
@@ -112,7 +112,7 @@ def test_torch_optim_front_end_equals_the_batched_form(name):
     assert int(state["w"]["step"]) == 25
 
 
-@pytest.mark.parametrize("name", [n for n in OPTIMIZERS_UNDER_TEST if get_family(n).has_in_place_update])
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS_UNDER_TEST if get_optimizer_family(n).has_in_place_update])
 def test_flat_in_place_update_equals_the_per_tensor_update(name, one_torch_thread):
     pop = Population(sample_task("lab_mlp", 0, MLP), name, configs_of(name), 12, dtype=F64, eval_batches=1)
     assert pop.flat_update
@@ -126,7 +126,7 @@ def test_flat_in_place_update_equals_the_per_tensor_update(name, one_torch_threa
     assert alive[:4].all() and not alive[4], "configs 0-3 train, config 4 diverges"
     for n, p in ref_state.params.items():
         _close(flat_state.params[n][alive], p[alive])
-        for key in get_family(name).state_names:
+        for key in get_optimizer_family(name).state_names:
             _close(flat_state.opt_state[n][key][alive], ref_state.opt_state[n][key][alive])
     # frozen through its coefficients: from its divergence on, config 4 does not move at all
     d = int(flat_state.diverged_step[4])
@@ -154,7 +154,7 @@ def test_config_in_a_population_equals_the_config_alone(name, one_torch_thread):
     """Population (vmap, batched update) against ``train_single`` (nn.Module, the torch.optim
     front end, ``loss.backward()``), config by config, the diverging one included."""
     task = sample_task("lab_mlp", 0, MLP)
-    fam = get_family(name)
+    fam = get_optimizer_family(name)
     configs = configs_of(name)
     pop = train_population(task, fam, configs, 10, 5, eval_batches=2, dtype=F64, compile=False)
     for k, hp in enumerate(configs):
@@ -170,7 +170,7 @@ def test_config_in_a_population_equals_the_config_alone(name, one_torch_thread):
 def test_pure_update_vmaps_to_the_batched_step(name):
     """``torch.func.vmap`` of the one-config pure update over K configs (parameters, gradients,
     state and hyperparameters all batched) equals the batched optimizer's step."""
-    fam = get_family(name)
+    fam = get_optimizer_family(name)
     configs = configs_of(name)
     k, total = len(configs), 20
     g = torch.Generator().manual_seed(3)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from taskset_lab.tasks.released import RELEASED_SAMPLERS, released_config
+from taskset_lab.tasks.released import RELEASED_SAMPLERS, released_task_config
 
 REFERENCE = Path(__file__).parent / "data" / "taskset_reference" / "tasks"
 
@@ -63,7 +63,7 @@ def test_every_reference_entry_matches(family: str) -> None:
     problems = []
     for name, entry in reference.items():
         assert name.startswith(family + "_seed")
-        problems += [f"{name}{m}" for m in mismatches(released_config(name), entry)]
+        problems += [f"{name}{m}" for m in mismatches(released_task_config(name), entry)]
     assert not problems, "\n".join(problems[:20])
 
 
@@ -78,7 +78,7 @@ def test_registered_under_released_family_name(family: str) -> None:
 def test_comparison_catches_small_deviations() -> None:
     """The checker above must fail on a 1e-9 float change, a type change, a key swap."""
     name, entry = next(iter(_load("losg_tasks_family").items()))
-    good = released_config(name)
+    good = released_task_config(name)
     assert mismatches(good, entry) == []
     floaty = copy.deepcopy(entry)
     floaty[0][1]["noise_stdev"] = 1e-9  # 0.0 in the released seed0 entry
@@ -96,6 +96,6 @@ def test_comparison_catches_small_deviations() -> None:
 
 def test_text_classification_keeps_taskset_dataset_name_quirk() -> None:
     """TaskSet's missing comma yields one concatenated imdb name; seed10 draws it."""
-    cfg, family = released_config("rnn_text_classification_family_seed10")
+    cfg, family = released_task_config("rnn_text_classification_family_seed10")
     assert family == "rnn_text_classification_family"
     assert cfg["dataset"][0] == "imdb_reviews/subwords8kimdb_reviews/bytes"

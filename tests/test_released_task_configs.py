@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from taskset_lab.errors import TasklabError
-from taskset_lab.tasks.released import RELEASED_SAMPLERS, released_config
+from taskset_lab.tasks.released import RELEASED_SAMPLERS, released_task_config
 from taskset_lab.tasks.released import sampling
 
 REFERENCE = Path(__file__).parent / "data" / "taskset_reference" / "tasks"
@@ -59,7 +59,7 @@ def test_every_reference_entry_matches(family: str) -> None:
     problems = []
     for name, entry in reference.items():
         assert entry[1] == family and name.startswith(family + "_seed")
-        problems += [f"{name}{d}" for d in diff(released_config(name), entry)]
+        problems += [f"{name}{d}" for d in diff(released_task_config(name), entry)]
     assert not problems, f"{len(problems)} mismatches:\n" + "\n".join(problems[:20])
 
 
@@ -75,7 +75,7 @@ def test_configs_are_plain_json(family: str) -> None:
 
 def test_checker_catches_small_deviations() -> None:
     name, entry = next(iter(_reference("mlp_family").items()))
-    good = released_config(name)
+    good = released_task_config(name)
     assert diff(good, entry) == []
     aug = good[0]["dataset"][2]
     bumped = json.loads(json.dumps(good))
@@ -92,8 +92,8 @@ def test_conv_fc_shares_the_conv_stack_with_conv_pooling() -> None:
     """Both draw the conv stack first from RandomState(seed): TaskSet's configs agree."""
     keys = ["strides", "hidden_units", "activation", "w_init", "padding"]
     for seed in range(5):
-        a = released_config(f"conv_fc_family_seed{seed}")[0]
-        b = released_config(f"conv_pooling_family_seed{seed}")[0]
+        a = released_task_config(f"conv_fc_family_seed{seed}")[0]
+        b = released_task_config(f"conv_pooling_family_seed{seed}")[0]
         assert [a[k] for k in keys] == [b[k] for k in keys]
 
 
@@ -102,7 +102,7 @@ def test_conv_fc_shares_the_conv_stack_with_conv_pooling() -> None:
 ])
 def test_unknown_or_malformed_names_raise_one_line(name: str) -> None:
     with pytest.raises(TasklabError) as err:
-        released_config(name)
+        released_task_config(name)
     message = str(err.value)
     assert "\n" not in message
     assert all(family in message for family in FAMILIES)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from taskset_lab.engine import Population, train_population, train_single
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS, Task, TensorData, state_names
 from taskset_lab.tasks.context import draw
 from taskset_lab.tasks.nn import BatchNorm, Dropout
@@ -75,7 +75,7 @@ def make(cls, seed=0):
     return cls({"family": cls.__name__, "seed": seed}, TensorData(_splits(seed), 12, seed=seed))
 
 
-CONFIGS = [get_family("adam8p").sample(i) for i in range(4)]
+CONFIGS = [get_optimizer_family("adam8p").sample(i) for i in range(4)]
 
 
 @pytest.mark.parametrize("cls", [BatchNormTask, DropoutTask, NoisyTask])

@@ -133,9 +133,9 @@ def test_memory_mapped_npy_dataset(tmp_path):
 def _curves(task, data):
     task = task.to("cpu")
     task.data = data
-    from taskset_lab.optim import get_family
+    from taskset_lab.optim import get_optimizer_family
 
-    family = get_family("adam8p")
+    family = get_optimizer_family("adam8p")
     hparams = [family.sample(s) for s in (0, 1)]
     return train_population(task, family, hparams, total_steps=12, eval_every=6, eval_batches=1)
 

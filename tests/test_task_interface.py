@@ -10,11 +10,11 @@ from conftest import run_tasklab
 from taskset_lab.errors import ConfigError
 from taskset_lab.registry import DuplicateNameError, Registry, UnknownNameError
 from taskset_lab.tasks.registry import (
-    FAMILIES,
+    TASK_FAMILIES,
     FIXED_TASKS,
-    get_family,
+    get_task_family,
     get_task,
-    register_family,
+    register_task_family,
     sample_task_config,
     sampled_name,
 )
@@ -30,11 +30,11 @@ def test_registry_refuses_duplicates_and_lists_known_names():
     with pytest.raises(UnknownNameError) as err:
         reg.get("b")
     assert str(err.value) == "unknown widget 'b'; known: a"
-    fam = get_family("lab_mlp")
+    fam = get_task_family("lab_mlp")
     with pytest.raises(DuplicateNameError):
-        register_family("lab_mlp", fam.sample, lambda c, **kw: None)
+        register_task_family("lab_mlp", fam.sample, lambda c, **kw: None)
     with pytest.raises(UnknownNameError, match="unknown task family 'nope'.*quadratic"):
-        get_family("nope")
+        get_task_family("nope")
 
 
 def test_sampled_names_follow_taskset_and_overrides_change_the_name():
@@ -84,7 +84,7 @@ def test_task_sets_take_families_fixed_names_and_globs():
         resolve_task_set({"fixed": ["Nope_*"]})
     with pytest.raises(ConfigError, match="unknown task 'TwoD_Bowl2'"):
         resolve_task_set({"fixed": ["TwoD_Bowl2"]})
-    assert len(FIXED_TASKS.names("TwoD_*")) == 8 and "lab_mlp" in FAMILIES
+    assert len(FIXED_TASKS.names("TwoD_*")) == 8 and "lab_mlp" in TASK_FAMILIES
 
 
 def test_curves_refuses_a_bad_override_before_training(tmp_path):

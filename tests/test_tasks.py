@@ -12,7 +12,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from taskset_lab.errors import ConfigError
-from taskset_lab.tasks import build_task, family_names, get_family, sample_task_config, task_name
+from taskset_lab.tasks import build_task, task_family_names, get_task_family, sample_task_config, task_name
 from taskset_lab.tasks.families import conv_pooling, quadratic, two_d
 from taskset_lab.tasks.nn import (
     ACTIVATIONS,
@@ -61,13 +61,13 @@ TASKSET_FAMILIES = ["char_rnn_language_model_family", "conv_fc_family", "conv_po
 
 
 def test_all_families_registered():
-    assert family_names() == sorted(FAMILIES + TASKSET_FAMILIES)
+    assert task_family_names() == sorted(FAMILIES + TASKSET_FAMILIES)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_sampler_deterministic_json_and_varied(family):
-    configs = [get_family(family).sample(seed) for seed in range(100)]
-    again = [get_family(family).sample(seed) for seed in range(100)]
+    configs = [get_task_family(family).sample(seed) for seed in range(100)]
+    again = [get_task_family(family).sample(seed) for seed in range(100)]
     assert configs == again
     for c in configs:
         assert c["family"] == family
@@ -78,7 +78,7 @@ def test_sampler_deterministic_json_and_varied(family):
     np.random.seed(1)
     torch.manual_seed(1)
     state = (np.random.get_state()[1].copy(), torch.get_rng_state().clone())
-    assert get_family(family).sample(7) == configs[7]
+    assert get_task_family(family).sample(7) == configs[7]
     assert np.array_equal(np.random.get_state()[1], state[0]) and torch.equal(torch.get_rng_state(), state[1])
 
 
@@ -95,14 +95,14 @@ def test_sampler_ranges_over_many_seeds():
     seen: dict[str, set] = {k: set() for k in ("spectrum", "output", "activation", "core", "function",
                                                "padding", "pooling", "init", "noise")}
     for seed in range(2000):
-        q = get_family("lab_quadratic").sample(seed)
+        q = get_task_family("lab_quadratic").sample(seed)
         assert 2 <= q["dim"] <= 3000 and 1e-5 <= q["loss_scale"] <= 1e3
         assert q["noise_scale"] == 0.0 or 0.01 <= q["noise_scale"] <= 1.0
         seen["spectrum"].add(q["spectrum"]["kind"])
         seen["output"].add(q["output"])
         seen["noise"].add(q["noise_scale"] > 0)
 
-        m = get_family("lab_mlp").sample(seed)
+        m = get_task_family("lab_mlp").sample(seed)
         assert 1 <= len(m["hidden"]) <= 6 and all(16 <= h <= 128 for h in m["hidden"])
         assert m["dataset"] == "digits" and m["batch_size"] in (32, 64, 128, 256)
         assert m["activation"] in ACTIVATIONS
@@ -110,7 +110,7 @@ def test_sampler_ranges_over_many_seeds():
         seen["activation"].add(m["activation"])
         seen["init"].add(m["init"]["name"])
 
-        c = get_family("lab_conv_pooling").sample(seed)
+        c = get_task_family("lab_conv_pooling").sample(seed)
         assert 1 <= len(c["channels"]) <= 5 and len(c["strides"]) == len(c["channels"])
         assert all(8 <= ch <= 64 for ch in c["channels"]) and set(c["strides"]) <= {1, 2}
         assert min(conv_pooling.spatial_sizes(8, c["strides"], c["padding"])) >= 1
@@ -118,12 +118,12 @@ def test_sampler_ranges_over_many_seeds():
         seen["padding"].add(c["padding"])
         seen["pooling"].add(c["pooling"])
 
-        r = get_family("lab_char_rnn_language_model").sample(seed)
+        r = get_task_family("lab_char_rnn_language_model").sample(seed)
         assert 32 <= r["hidden"] <= 128 and 8 <= r["embed_dim"] <= 128 and 10 <= r["seq_len"] <= 160
         assert r["dataset"] == "pydoc"
         seen["core"].add(r["core"])
 
-        t = get_family("lab_two_d").sample(seed)
+        t = get_task_family("lab_two_d").sample(seed)
         (xl, xh), (yl, yh) = two_d.FUNCTIONS[t["function"]][1]
         assert xl <= t["init_center"][0] <= xh and yl <= t["init_center"][1] <= yh and t["init_radius"] > 0
         seen["function"].add(t["function"])
@@ -137,7 +137,7 @@ def test_sampler_ranges_over_many_seeds():
 def test_activation_weighting_favours_relu_and_tanh():
     counts: dict[str, int] = {}
     for seed in range(2000):
-        act = get_family("lab_mlp").sample(seed)["activation"]
+        act = get_task_family("lab_mlp").sample(seed)["activation"]
         counts[act] = counts.get(act, 0) + 1
     assert counts["relu"] > counts["tanh"] > max(v for k, v in counts.items() if k not in ("relu", "tanh"))
 
@@ -159,7 +159,7 @@ def test_stable_names():
 
 
 def test_image_sampler_dataset_pool():
-    sample = get_family("lab_mlp").sample
+    sample = get_task_family("lab_mlp").sample
     pooled = {sample(seed, datasets=("digits", "mnist"))["dataset"] for seed in range(50)}
     assert pooled == {"digits", "mnist"}
     assert {conv_pooling.sample(s, datasets=("cifar10",))["dataset"] for s in range(5)} == {"cifar10"}
@@ -260,7 +260,7 @@ def test_quadratic_noise_perturbs_gradient_by_noise():
 def test_quadratic_spectra_are_positive():
     rng = np.random.default_rng(0)
     for seed in range(200):
-        spec = get_family("lab_quadratic").sample(seed)["spectrum"]
+        spec = get_task_family("lab_quadratic").sample(seed)["spectrum"]
         eig = quadratic.eigenvalues(spec, 50, rng)
         assert eig.shape == (50,) and (eig > 0).all()
 

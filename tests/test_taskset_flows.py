@@ -19,7 +19,7 @@ from torch.autograd.functional import jacobian
 
 from taskset_lab.engine import train_population, train_single
 from taskset_lab.errors import DataError
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.context import StepContext, step_context
 from taskset_lab.tasks.families.taskset_flows import made_mask, maf_flow, nvp_flow
@@ -227,7 +227,7 @@ AUG = {"crop_amount": 1, "flip_left_right": True, "flip_up_down": False, "do_col
 def test_config_in_population_equals_config_alone_in_float64(family, overrides):
     task = sample_task(family, 1, {"activation": "tanh", "w_init": ["glorot_uniform", None], **overrides},
                        offline_data="substitute")
-    adam = get_family("adam8p")
+    adam = get_optimizer_family("adam8p")
     configs = [adam.sample(3), dict(adam.sample(3), lr=3e-3)]
     pop = train_population(task, adam, configs, 4, 2, eval_batches=2, dtype=F64)
     assert not torch.equal(pop.losses["train"][0], pop.losses["train"][1])

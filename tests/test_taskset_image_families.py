@@ -22,7 +22,7 @@ import torch
 from taskset_lab.data.taskset_images import DATASETS, IndexedImages, taskset_image_splits
 from taskset_lab.engine import train_population, train_single
 from taskset_lab.errors import ConfigError, DataError
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.context import StepContext, step_context
 from taskset_lab.tasks.families.taskset_conv import conv_stack_shapes, same_padding
@@ -49,7 +49,7 @@ def _small_batch(config: dict, bs: int = 4) -> dict:
 
 @pytest.mark.parametrize("family", IMAGE_FAMILIES + ["quadratic_family"])
 def test_seeds_0_to_7_build_offline_and_train(family):
-    adam = get_family("adam1p")
+    adam = get_optimizer_family("adam1p")
     configs = [adam.sample(0), adam.sample(1)]
     for seed in range(8):
         task = get_task(f"{family}_seed{seed}", offline_data="substitute")
@@ -71,7 +71,7 @@ def test_seeds_0_to_7_build_offline_and_train(family):
 
 
 def _assert_population_equals_alone(task, steps: int = 6):
-    adam = get_family("adam8p")
+    adam = get_optimizer_family("adam8p")
     configs = [adam.sample(3), dict(adam.sample(3), lr=3e-3)]  # neither diverges in a few steps
     pop = train_population(task, adam, configs, steps, 3, eval_batches=2, dtype=F64)
     for k, hp in enumerate(configs):
@@ -89,7 +89,7 @@ def test_augmented_mlp_population_equals_alone_and_augmentation_is_per_config():
     assert task.seen_shape == (3, 30, 30)
     pop = _assert_population_equals_alone(task)
     # with identical hparams the two configs differ only by their augmentation draws
-    adam = get_family("adam8p")
+    adam = get_optimizer_family("adam8p")
     same = train_population(task, adam, [adam.sample(3)] * 2, 3, 3, eval_batches=1, dtype=F64)
     assert not torch.equal(same.losses["train"][0], same.losses["train"][1])
     assert torch.isfinite(pop.losses["test"]).all()

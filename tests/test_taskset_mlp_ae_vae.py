@@ -14,7 +14,7 @@ from torch.distributions import Normal, kl_divergence
 
 from taskset_lab.engine import train_population, train_single
 from taskset_lab.errors import ConfigError, DataError
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.context import StepContext, step_context
 from taskset_lab.tasks.families.taskset_mlp_ae import sonnet_default_weight
@@ -189,7 +189,7 @@ def test_vae_noise_is_drawn_in_training_and_evaluation_and_fixed_per_key():
 
 
 def _population_equals_alone(task, steps: int = 4):
-    adam = get_family("adam8p")
+    adam = get_optimizer_family("adam8p")
     configs = [adam.sample(3), dict(adam.sample(3), lr=3e-3)]
     pop = train_population(task, adam, configs, steps, 2, eval_batches=1, dtype=F64)
     assert not torch.equal(pop.losses["train"][0], pop.losses["train"][1])
@@ -215,7 +215,7 @@ def test_vae_population_equals_alone_and_noise_is_per_config():
     task = sample_task("mlp_vae_family", 1, overrides, offline_data="substitute")
     _population_equals_alone(task)
     # identical hparams: the two configs differ only by their latent and dequantisation noise
-    adam = get_family("adam8p")
+    adam = get_optimizer_family("adam8p")
     same = train_population(task, adam, [adam.sample(3)] * 2, 2, 2, eval_batches=1, dtype=F64)
     for split in SPLITS:
         assert not torch.equal(same.losses[split][0], same.losses[split][1])

@@ -14,14 +14,14 @@ import torch
 from taskset_lab.data import taskset_text as tt
 from taskset_lab.engine import train_population, train_single
 from taskset_lab.errors import DataError
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.optim.base import OptimizerFamily
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.context import StepContext, step_context
 from taskset_lab.tasks.families import taskset_losg
 from taskset_lab.tasks.families.taskset_rnn_core import SonnetCore, tf_init
 from taskset_lab.tasks.registry import build_task, sample_task, sample_task_config
-from taskset_lab.tasks.released import released_config
+from taskset_lab.tasks.released import released_task_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
 
@@ -229,7 +229,7 @@ def test_tf_initializers_and_core_biases():
 def test_losg_noise_changes_gradient_not_value():
     task = sample_task("losg_tasks_family", 37)  # sparse_problems on dependency_chain, noise 1.72
     assert task.config["kind"] == "sparse_problems" and task.problem.zero_probability > 0.9
-    released = released_config("losg_tasks_family_seed37")[0]  # TaskSet's [kind, config, seed]
+    released = released_task_config("losg_tasks_family_seed37")[0]  # TaskSet's [kind, config, seed]
     assert taskset_losg.to_released(task.config) == released
     assert taskset_losg.from_released(released) == {k: v for k, v in task.config.items() if k != "family"}
     module = task.init_module(0).double()
@@ -297,7 +297,7 @@ EQUIVALENCE_SEEDS = {"char_rnn_language_model_family": 0,  # gru, trainable init
 def test_population_matches_alone_float64(family):
     config = sample_task_config(family, EQUIVALENCE_SEEDS[family])
     task = build_task(shrink(config, batch=3, patch=5), offline_data="substitute")
-    adam = get_family("adam8p")
+    adam = get_optimizer_family("adam8p")
     hps = [adam.sample(i) for i in range(2)]
     pop = train_population(task, adam, hps, total_steps=4, eval_every=2, eval_batches=1, dtype=F64)
     for k in (1,):

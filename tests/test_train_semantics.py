@@ -15,12 +15,12 @@ from omegaconf import OmegaConf
 from conftest import compose
 from taskset_lab.cli import run_pipeline
 from taskset_lab.engine import train_population
-from taskset_lab.optim import get_family
+from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS
 
 
 def _hparams(cfg) -> dict:
-    family = get_family("nadamw")
+    family = get_optimizer_family("nadamw")
     node = OmegaConf.to_container(cfg.optimizer, resolve=True)
     return {k: v for k, v in node.items() if k in family.hparam_names}
 

@@ -30,9 +30,9 @@ def _factory(optimizer: OptimizerSpec, total_steps: int) -> OptimizerFactory:
         return optimizer
     family, hparams = optimizer
     if isinstance(family, str):
-        from taskset_lab.optim import get_family
+        from taskset_lab.optim import get_optimizer_family
 
-        family = get_family(family)
+        family = get_optimizer_family(family)
     fam: OptimizerFamily = family
     return lambda params: FamilyOptimizer(params, fam, dict(hparams), total_steps)
 

@@ -135,9 +135,9 @@ def checked_family(family: OptimizerFamily | str, configs: Sequence[Any], eval_b
     if eval_batches < 1:
         raise ValueError(f"eval_batches must be >= 1, got {eval_batches}")
     if isinstance(family, str):
-        from taskset_lab.optim import get_family
+        from taskset_lab.optim import get_optimizer_family
 
-        family = get_family(family)
+        family = get_optimizer_family(family)
     return family
 
 

@@ -28,7 +28,7 @@ import torch
 
 from taskset_lab.errors import DataError
 from taskset_lab.optim.base import FamilyOptimizer
-from taskset_lab.optim.registry import family_names, get_family
+from taskset_lab.optim.registry import optimizer_family_names, get_optimizer_family
 from taskset_lab.optim.released import parse_released_name
 
 #: built-in list name -> the data file holding its order of released config names
@@ -71,9 +71,9 @@ def load_hparam_list(source: str | Path) -> dict[str, Any]:
         raise DataError(f"hparam list {path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict) or "optimizer" not in data or not isinstance(data.get("entries"), list):
         raise DataError(f"hparam list {path} needs an 'optimizer' name and an 'entries' list")
-    if data["optimizer"] not in family_names():
+    if data["optimizer"] not in optimizer_family_names():
         raise DataError(f"hparam list {path}: unknown optimizer family {data['optimizer']!r}; "
-                        f"known: {', '.join(family_names())}")
+                        f"known: {', '.join(optimizer_family_names())}")
     for i, entry in enumerate(data["entries"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("hparams"), dict):
             raise DataError(f"hparam list {path}: entry {i} has no 'hparams' mapping")
@@ -104,4 +104,4 @@ def hparam_list_optimizer(params: Iterable, list: str | Path | None = None, inde
     if total_steps is None:
         raise ValueError("hparam_list_optimizer needs total_steps (the schedule's run length)")
     family, hparams = hparam_list_entry(source, index)
-    return FamilyOptimizer(params, get_family(family), hparams, total_steps)
+    return FamilyOptimizer(params, get_optimizer_family(family), hparams, total_steps)

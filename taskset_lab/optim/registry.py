@@ -12,27 +12,27 @@ from taskset_lab.optim.base import FamilyOptimizer, OptimizerFamily
 from taskset_lab.optim.nadamw import NADAMW
 from taskset_lab.registry import Registry
 
-FAMILIES: Registry[OptimizerFamily] = Registry("optimizer family")
+OPTIMIZER_FAMILIES: Registry[OptimizerFamily] = Registry("optimizer family")
 for _family in (ADAM8P, ADAM6P, ADAM4P, ADAM1P, NADAMW):
-    FAMILIES.register(_family.name, _family)
+    OPTIMIZER_FAMILIES.register(_family.name, _family)
 
 
-def register_family(family: OptimizerFamily) -> OptimizerFamily:
+def register_optimizer_family(family: OptimizerFamily) -> OptimizerFamily:
     """Add an optimizer family (its ``name`` must be new)."""
-    return FAMILIES.register(family.name, family)
+    return OPTIMIZER_FAMILIES.register(family.name, family)
 
 
-def family_names() -> list[str]:
-    return FAMILIES.names()
+def optimizer_family_names() -> list[str]:
+    return OPTIMIZER_FAMILIES.names()
 
 
-def get_family(name: str) -> OptimizerFamily:
+def get_optimizer_family(name: str) -> OptimizerFamily:
     """The family called ``name`` (:class:`~taskset_lab.registry.UnknownNameError`, a KeyError
     too, listing the known ones otherwise)."""
-    return FAMILIES.get(name)
+    return OPTIMIZER_FAMILIES.get(name)
 
 
 def sampled_optimizer(params: Iterable, family: str, seed: int, total_steps: int) -> torch.optim.Optimizer:
     """Draw ``seed`` of ``family``'s search space, as a ready optimizer."""
-    fam = get_family(family)
+    fam = get_optimizer_family(family)
     return FamilyOptimizer(params, fam, fam.sample(int(seed)), total_steps)

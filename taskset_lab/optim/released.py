@@ -3,7 +3,7 @@
 TaskSet released the configs of its optimizer families as JSON maps
 ``"<family>_seed<N>": [{hparams}, "<family>"]`` (``task_set/optimizers/configs/``) and
 opt_list its NAdamW configs the same way (``nadamw_configs.json``). Each entry is the
-family's sampler at seed ``N``; :func:`released_config` recomputes it, under the released
+family's sampler at seed ``N``; :func:`released_optimizer_config` recomputes it, under the released
 keys and in the released order, so no config file needs to ship.
 """
 
@@ -13,14 +13,14 @@ import re
 from typing import Any
 
 from taskset_lab.optim.base import HParams, OptimizerFamily
-from taskset_lab.optim.registry import family_names, get_family
+from taskset_lab.optim.registry import optimizer_family_names, get_optimizer_family
 
 _NAME = re.compile(r"^(?P<family>[a-z0-9_]+?)_seed(?P<seed>\d+)$")
 
 
 def released_families() -> dict[str, OptimizerFamily]:
     """Released family name (e.g. ``"adam8p_wide_grid"``) -> our family."""
-    fams = (get_family(n) for n in family_names())
+    fams = (get_optimizer_family(n) for n in optimizer_family_names())
     return {f.released_name: f for f in fams if f.released_name}
 
 
@@ -34,7 +34,7 @@ def parse_released_name(name: str) -> tuple[OptimizerFamily, int]:
     return families[match["family"]], int(match["seed"])
 
 
-def released_config(name: str) -> list[Any]:
+def released_optimizer_config(name: str) -> list[Any]:
     """``[hparams, family]`` exactly as TaskSet/opt_list released config ``name``."""
     family, seed = parse_released_name(name)
     return [family.to_released(family.sample(seed)), family.released_name]

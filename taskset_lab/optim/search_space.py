@@ -80,17 +80,17 @@ def resolve_search_space(name: str | Path, seed_offset: int = 0) -> SearchSpace:
     for an unreadable list file.
     """
     from taskset_lab.optim.hparam_list import BUILTIN_LISTS, builtin_list_names, load_hparam_list
-    from taskset_lab.optim.registry import family_names, get_family
+    from taskset_lab.optim.registry import optimizer_family_names, get_optimizer_family
 
     key = str(name)
-    if key in family_names():
-        return SearchSpace(key, get_family(key), None, int(seed_offset))
+    if key in optimizer_family_names():
+        return SearchSpace(key, get_optimizer_family(key), None, int(seed_offset))
     if key in BUILTIN_LISTS or key.endswith(".json") or Path(key).is_file():
         data = load_hparam_list(key)
-        family = get_family(str(data["optimizer"]))
+        family = get_optimizer_family(str(data["optimizer"]))
         entries = tuple(dict(e) for e in data["entries"])
         return SearchSpace(list_space_label(key), family, len(entries), 0, entries)
-    raise KeyError(f"unknown search space {key!r}: not an optimizer family ({', '.join(family_names())}), "
+    raise KeyError(f"unknown search space {key!r}: not an optimizer family ({', '.join(optimizer_family_names())}), "
                    f"a built-in list ({', '.join(builtin_list_names())}) or a hparam_list.json file")
 
 

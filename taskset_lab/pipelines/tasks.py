@@ -158,12 +158,12 @@ class TasksPipeline(Pipeline):
         return path
 
     def catalogue(self) -> dict[str, Any]:
-        from taskset_lab.tasks.registry import FIXED_TASKS, build_fixed_task, family_names, sample_task
+        from taskset_lab.tasks.registry import FIXED_TASKS, build_fixed_task, sample_task, task_family_names
 
         pattern = str(OmegaConf.select(self.cfg, "pattern", default="*"))
         n_seeds = int(OmegaConf.select(self.cfg, "seeds_per_family", default=1))
         rows = []
-        for family in family_names():
+        for family in task_family_names():
             for seed in range(n_seeds):
                 name = f"{family}_seed{seed}"
                 if fnmatch.fnmatchcase(name, pattern):
@@ -180,7 +180,7 @@ class TasksPipeline(Pipeline):
             params = f"{r['parameters']:,}" if isinstance(r["parameters"], int) else "?"
             present = "yes" if r["data_present"] else ("stand-in" if r["data_present"] is False else "?")
             print(f"{r['name']:<58} {r['family']:<34} {params:>11}  {str(r['dataset']):<24} {present}")
-        print(f"{len(family_names())} families (seed 0{f'-{n_seeds - 1}' if n_seeds > 1 else ''} shown), "
+        print(f"{len(task_family_names())} families (seed 0{f'-{n_seeds - 1}' if n_seeds > 1 else ''} shown), "
               f"{len(FIXED_TASKS)} fixed tasks; `tasklab pipeline=TASKS name=<task>` describes one")
         return {"tasks": rows}
 
@@ -193,13 +193,13 @@ class TasksPipeline(Pipeline):
             return {"name": name, "family": family, "parameters": None, "dataset": "?", "data_present": None}
 
     def describe(self, name: str) -> dict[str, Any]:
-        from taskset_lab.optim.registry import family_names as optimizer_names
+        from taskset_lab.optim.registry import optimizer_family_names
         from taskset_lab.optim.hparam_list import builtin_list_names
-        from taskset_lab.tasks.registry import FAMILIES, get_task
+        from taskset_lab.tasks.registry import TASK_FAMILIES, get_task
 
-        if name in FAMILIES:
+        if name in TASK_FAMILIES:
             return self.describe_family(name)
-        if name in optimizer_names() or name in builtin_list_names():
+        if name in optimizer_family_names() or name in builtin_list_names():
             return self.describe_search_space(name)
 
         offline = str(OmegaConf.select(self.cfg, "misc.offline_data", default="error"))
@@ -227,10 +227,10 @@ class TasksPipeline(Pipeline):
     def describe_family(self, family: str) -> dict[str, Any]:
         """A task family's config fields (type, what is allowed) and the values its sampler
         draws over seeds ``0..samples-1``."""
-        from taskset_lab.tasks.registry import get_family, sample_task_config
+        from taskset_lab.tasks.registry import get_task_family, sample_task_config
 
         n = self._samples()
-        fields = get_family(family).fields
+        fields = get_task_family(family).fields
         draws = [sample_task_config(family, seed) for seed in range(n)]
         rows = summarize_draws(draws, skip=("family",))
         print(f"family:   {family}  (tasks {family}_seed<N>; `tasklab pipeline=TASKS name={family}_seed0` builds one)")

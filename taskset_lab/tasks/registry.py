@@ -51,13 +51,13 @@ def _load_fixed() -> None:
     from taskset_lab.tasks import fixed  # noqa: F401
 
 
-FAMILIES: Registry[TaskFamily] = Registry("task family", _load_families)
+TASK_FAMILIES: Registry[TaskFamily] = Registry("task family", _load_families)
 FIXED_TASKS: Registry[FixedTask] = Registry("fixed task", _load_fixed)
 
 
-def register_family(name: str, sample: Sampler, build: Builder, fields: Mapping[str, Any] | None = None,
+def register_task_family(name: str, sample: Sampler, build: Builder, fields: Mapping[str, Any] | None = None,
                     derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> TaskFamily:
-    return FAMILIES.register(name, TaskFamily(name, sample, build, dict(fields or {}), derive))
+    return TASK_FAMILIES.register(name, TaskFamily(name, sample, build, dict(fields or {}), derive))
 
 
 def fixed_task(name: str, kind: str) -> Callable[[Callable[..., Task]], Callable[..., Task]]:
@@ -70,12 +70,12 @@ def fixed_task(name: str, kind: str) -> Callable[[Callable[..., Task]], Callable
     return register
 
 
-def family_names() -> list[str]:
-    return FAMILIES.names()
+def task_family_names() -> list[str]:
+    return TASK_FAMILIES.names()
 
 
-def get_family(name: str) -> TaskFamily:
-    return FAMILIES.get(name)
+def get_task_family(name: str) -> TaskFamily:
+    return TASK_FAMILIES.get(name)
 
 
 def fixed_task_names(pattern: str | None = None) -> list[str]:
@@ -106,7 +106,7 @@ _SAMPLED = re.compile(r"^(?P<family>.+)_seed(?P<seed>\d+)$")
 def parse_sampled_name(name: str) -> tuple[str, int] | None:
     """``(family, seed)`` of a name ``<family>_seed<N>`` whose family is registered, else None."""
     match = _SAMPLED.match(name)
-    if match and match.group("family") in FAMILIES:
+    if match and match.group("family") in TASK_FAMILIES:
         return match.group("family"), int(match.group("seed"))
     return None
 
@@ -128,7 +128,7 @@ def check_task_seed(family: str, seed: Any) -> int:
 def sample_task_config(family: str, seed: int, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The config of task ``seed`` of ``family`` (JSON round-trip safe), with ``overrides`` applied
     and checked against the family's fields; derived keys are recomputed."""
-    fam = get_family(family)
+    fam = get_task_family(family)
     seed = check_task_seed(family, seed)
     try:
         config = as_json(fam.sample(seed))
@@ -180,7 +180,7 @@ def build_task(config: Mapping[str, Any], data_dir: str | None = None, download:
         from taskset_lab.errors import ConfigError
 
         raise ConfigError("misc.offline_data", f"must be one of {OFFLINE_DATA}, got {offline_data!r}")
-    fam = get_family(config["family"])
+    fam = get_task_family(config["family"])
     validate_config(fam, config)
     task = fam.build(config, data_dir=data_dir, download=download, offline_data=offline_data)
     return _finish(task, name)
@@ -213,10 +213,10 @@ def get_task(name: str, data_dir: str | None = None, download: bool = False,
     parsed = parse_sampled_name(name)
     if parsed is not None:
         return sample_task(*parsed, data_dir=data_dir, download=download, offline_data=offline_data)
-    if name in FAMILIES:
+    if name in TASK_FAMILIES:
         raise TasklabError(f"'{name}' is a task family, not a task: its tasks are {name}_seed<N> "
                            f"(N in [0, {MAX_TASK_SEED}]); `tasklab pipeline=TASKS name={name}` describes the family")
-    known = [f"{f}_seed<N>" for f in family_names()] + fixed_task_names()
+    known = [f"{f}_seed<N>" for f in task_family_names()] + fixed_task_names()
     raise UnknownNameError("task", name, known)
 
 
@@ -224,5 +224,5 @@ def task_names(pattern: str = "*", seeds: range = range(0, 100)) -> list[str]:
     """Task names matching a glob: every fixed task, and ``<family>_seed<N>`` for N in ``seeds``."""
     import fnmatch
 
-    sampled = [f"{f}_seed{s}" for f in family_names() for s in seeds]
+    sampled = [f"{f}_seed{s}" for f in task_family_names() for s in seeds]
     return [n for n in fixed_task_names() + sampled if fnmatch.fnmatchcase(n, pattern)]

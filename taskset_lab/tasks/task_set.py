@@ -27,9 +27,9 @@ from taskset_lab.tasks.registry import (
     as_json,
     build_fixed_task,
     build_task,
-    family_names,
+    task_family_names,
     fixed_task_names,
-    get_family,
+    get_task_family,
     parse_sampled_name,
     sample_task_config,
     sampled_name,
@@ -78,8 +78,8 @@ def resolve_task_set(task_set: Mapping[str, Any], field: str = "task_set") -> li
         if extra:
             raise ConfigError(where, f"unknown keys {sorted(extra)}; expected family, seeds, overrides")
         family = entry.get("family")
-        if family not in family_names():
-            raise ConfigError(f"{where}.family", f"unknown family {family!r}; known: {', '.join(family_names())}")
+        if family not in task_family_names():
+            raise ConfigError(f"{where}.family", f"unknown family {family!r}; known: {', '.join(task_family_names())}")
         seeds = entry.get("seeds")
         if not (isinstance(seeds, list) and len(seeds) == 2 and all(isinstance(s, int) for s in seeds)
                 and 0 <= seeds[0] < seeds[1]):
@@ -87,7 +87,7 @@ def resolve_task_set(task_set: Mapping[str, Any], field: str = "task_set") -> li
         overrides = entry.get("overrides")
         for seed in range(seeds[0], seeds[1]):
             config = _checked(lambda: sample_task_config(family, seed, overrides), f"{where}.overrides")
-            _checked(lambda: validate_config(get_family(family), config), f"{where}.overrides")
+            _checked(lambda: validate_config(get_task_family(family), config), f"{where}.overrides")
             specs.append(TaskSpec(sampled_name(family, seed, overrides), family, config))
     for i, item in enumerate(task_set.get("fixed") or []):
         specs += _fixed_entry(item, f"{field}.fixed[{i}]")
@@ -109,10 +109,10 @@ def _fixed_entry(item: Any, where: str) -> list[TaskSpec]:
 
     if isinstance(item, dict):
         family = item.get("family")
-        if family not in family_names():
+        if family not in task_family_names():
             raise ConfigError(where, f"a task config needs a known 'family' (got {family!r}); "
-                                     f"known: {', '.join(family_names())}")
-        _checked(lambda: validate_config(get_family(family), item), where)
+                                     f"known: {', '.join(task_family_names())}")
+        _checked(lambda: validate_config(get_task_family(family), item), where)
         return [TaskSpec(task_name(item), family, item)]
     if not isinstance(item, str) or not item:
         raise ConfigError(where, f"must be a task name, a glob pattern or a task config, got {item!r}")

@@ -102,7 +102,7 @@ def list_family(list_name: str | None) -> str:
 def optimizer_spec(spec: TrialSpec, methods: Mapping[str, Any], list_name: str | None,
                    reference: Mapping[str, Any] | None) -> dict[str, Any]:
     """What trial ``spec`` trains with, as plain JSON-able data."""
-    from taskset_lab.optim import get_family, hparam_list_entry
+    from taskset_lab.optim import get_optimizer_family, hparam_list_entry
 
     node = methods[spec.method]
     if spec.method == "list":
@@ -121,7 +121,7 @@ def optimizer_spec(spec: TrialSpec, methods: Mapping[str, Any], list_name: str |
         family = node.get("family") or list_family(list_name)
         seed = int(node.get("seed", 0)) + 1000 * spec.repeat + spec.k
         hparams = {k: (float(v) if isinstance(v, (bool, int, float)) else v)
-                   for k, v in get_family(str(family)).sample(seed).items()}
+                   for k, v in get_optimizer_family(str(family)).sample(seed).items()}
         return {"kind": "family", "family": str(family), "seed": seed, "hparams": hparams}
     if not reference:
         raise ConfigError("pairs.reference", "the reference method needs the pair's reference recipe")
@@ -147,13 +147,13 @@ def _warmup_then(decay: str, warmup: int, total: int):
 def build_optimizer(opt: Mapping[str, Any], params: Iterable[torch.nn.Parameter], total_steps: int,
                     global_batch: int) -> tuple[torch.optim.Optimizer, Any]:
     """(optimizer, per-step LR scheduler or None) from an :func:`optimizer_spec`."""
-    from taskset_lab.optim import FamilyOptimizer, get_family, hparam_list_optimizer
+    from taskset_lab.optim import FamilyOptimizer, get_optimizer_family, hparam_list_optimizer
 
     kind = opt["kind"]
     if kind == "list":  # the list's own entry, through the public entry point
         return hparam_list_optimizer(params, opt["list"], int(opt["index"]), total_steps), None
     if kind == "family":
-        return FamilyOptimizer(params, get_family(opt["family"]), opt["hparams"], total_steps), None
+        return FamilyOptimizer(params, get_optimizer_family(opt["family"]), opt["hparams"], total_steps), None
     if kind == "adam":
         return torch.optim.Adam(params, lr=float(opt["lr"])), None
     if kind != "reference":

@@ -23,7 +23,7 @@ from taskset_lab.tasks.nn import (
     log_uniform_int,
     sample_initializer,
 )
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.nn import INIT_ALLOWED, valid_init as _valid_init
 
@@ -93,4 +93,4 @@ FIELDS = {
     "data_seed": Field("int", low=0),
 }
 
-register_family(FAMILY, sample, build, fields=FIELDS)
+register_task_family(FAMILY, sample, build, fields=FIELDS)

@@ -33,7 +33,7 @@ from taskset_lab.tasks.nn import (
     sample_activation,
     sample_initializer,
 )
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.nn import INIT_ALLOWED, valid_init as _valid_init
 
@@ -164,4 +164,4 @@ def derive(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-register_family(FAMILY, sample, build, fields=FIELDS, derive=derive)
+register_task_family(FAMILY, sample, build, fields=FIELDS, derive=derive)

@@ -29,7 +29,7 @@ from taskset_lab.tasks.nn import (
     sample_activation,
     sample_initializer,
 )
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.nn import INIT_ALLOWED, valid_init as _valid_init
 from taskset_lab.tasks.streaming import choose_task_data
@@ -157,4 +157,4 @@ FIELDS = {
     "data_seed": Field("int", low=0),
 }
 
-register_family(FAMILY, sample, build, fields=FIELDS)
+register_task_family(FAMILY, sample, build, fields=FIELDS)

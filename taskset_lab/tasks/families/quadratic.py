@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from taskset_lab.errors import ConfigError
 from taskset_lab.tasks.base import Batch, NoiseData, Task
 from taskset_lab.tasks.nn import check_choice, derived_seed, family_rng, log_uniform, log_uniform_int
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.fields import Field
 
 FAMILY = "lab_quadratic"
@@ -165,4 +165,4 @@ FIELDS = {
     "data_seed": Field("int", low=0),
 }
 
-register_family(FAMILY, sample, build, fields=FIELDS)
+register_task_family(FAMILY, sample, build, fields=FIELDS)

@@ -41,7 +41,7 @@ from taskset_lab.tasks.families.taskset_image import (
 from taskset_lab.tasks.families.taskset_mlp import MLPHead
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, Linear, tf_init
 from taskset_lab.tasks.fields import Field
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.released import RELEASED_SAMPLERS
 
 KERNEL = 3
@@ -222,5 +222,5 @@ POOLING_FIELDS = {**CONV_FIELDS, "pool_type": Field("str", choices=POOL_TYPES)}
 FC_FIELDS = {**CONV_FIELDS, "fc_hidden_units": Field(
     "list", items="int", check=lambda v: _is_units(v, empty_ok=True), allowed="dense widths (ints >= 1), may be []")}
 
-register_family("conv_pooling_family", RELEASED_SAMPLERS["conv_pooling_family"], build, fields=POOLING_FIELDS)
-register_family("conv_fc_family", RELEASED_SAMPLERS["conv_fc_family"], build, fields=FC_FIELDS)
+register_task_family("conv_pooling_family", RELEASED_SAMPLERS["conv_pooling_family"], build, fields=POOLING_FIELDS)
+register_task_family("conv_fc_family", RELEASED_SAMPLERS["conv_fc_family"], build, fields=FC_FIELDS)

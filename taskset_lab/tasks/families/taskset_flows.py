@@ -68,7 +68,7 @@ from taskset_lab.tasks.families.taskset_image import (
 )
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, TRUNC_STD, fans, tf_init
 from taskset_lab.tasks.fields import Field
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.released import RELEASED_SAMPLERS
 
 JITTER_STD = 0.01  # neg_log_p's noise on the input
@@ -341,5 +341,5 @@ FIELDS = {
     "num_bijectors": Field("int", low=1, high=64),
 }
 
-register_family("nvp_family", RELEASED_SAMPLERS["nvp_family"], _builder("nvp"), fields=FIELDS)
-register_family("maf_family", RELEASED_SAMPLERS["maf_family"], _builder("maf"), fields=FIELDS)
+register_task_family("nvp_family", RELEASED_SAMPLERS["nvp_family"], _builder("nvp"), fields=FIELDS)
+register_task_family("maf_family", RELEASED_SAMPLERS["maf_family"], _builder("maf"), fields=FIELDS)

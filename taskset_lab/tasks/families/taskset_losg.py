@@ -59,7 +59,7 @@ from taskset_lab.tasks.base import SPLITS, Batch, Task, TaskData, block_indices
 from taskset_lab.tasks.context import draw, is_training
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS
 from taskset_lab.tasks.fields import Field
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.released import RELEASED_SAMPLERS
 from taskset_lab.tasks.released.losg import KIND_SAMPLERS, MODIFIABLE_KINDS, OPTIMIZATION_TEST_PROBLEMS
 
@@ -458,4 +458,4 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     return LosgTask(config, data, problem)
 
 
-register_family(FAMILY, sample, build, fields=FIELDS)
+register_task_family(FAMILY, sample, build, fields=FIELDS)

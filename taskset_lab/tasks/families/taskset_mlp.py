@@ -27,7 +27,7 @@ from taskset_lab.tasks.families.taskset_image import (
 )
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, Linear
 from taskset_lab.tasks.fields import Field
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.released import RELEASED_SAMPLERS
 
 
@@ -85,4 +85,4 @@ FIELDS = {
     "center_data": Field("bool"),
 }
 
-register_family("mlp_family", RELEASED_SAMPLERS["mlp_family"], build, fields=FIELDS)
+register_task_family("mlp_family", RELEASED_SAMPLERS["mlp_family"], build, fields=FIELDS)

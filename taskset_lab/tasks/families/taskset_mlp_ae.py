@@ -38,7 +38,7 @@ from taskset_lab.tasks.families.taskset_image import (
 )
 from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, tf_init
 from taskset_lab.tasks.fields import Field
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.released import RELEASED_SAMPLERS
 
 OUTPUT_TYPES = ("tanh", "sigmoid", "linear_center", "linear")
@@ -167,4 +167,4 @@ FIELDS = {
     "reduction_type": Field("str", choices=REDUCTIONS),
 }
 
-register_family("mlp_ae_family", RELEASED_SAMPLERS["mlp_ae_family"], build, fields=FIELDS)
+register_task_family("mlp_ae_family", RELEASED_SAMPLERS["mlp_ae_family"], build, fields=FIELDS)

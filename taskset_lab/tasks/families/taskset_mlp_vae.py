@@ -46,7 +46,7 @@ from taskset_lab.tasks.families.taskset_image import (
 )
 from taskset_lab.tasks.families.taskset_mlp_ae import WIDTHS_FIELD, PerExampleLossTask, SonnetMLP
 from taskset_lab.tasks.fields import Field
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.released import RELEASED_SAMPLERS
 
 BIN_SIZE = 1.0 / 255.0  # QuantizedNormal's default bin width
@@ -150,4 +150,4 @@ FIELDS = {
     "dataset": DATASET_FIELD,
 }
 
-register_family("mlp_vae_family", RELEASED_SAMPLERS["mlp_vae_family"], build, fields=FIELDS)
+register_task_family("mlp_vae_family", RELEASED_SAMPLERS["mlp_vae_family"], build, fields=FIELDS)

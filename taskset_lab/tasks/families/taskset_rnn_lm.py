@@ -35,7 +35,7 @@ from taskset_lab.data.taskset_text import TextWindowData, config_seed, load_text
 from taskset_lab.tasks.base import Batch, Task
 from taskset_lab.tasks.families.taskset_rnn_core import Embed, Linear, SonnetCore, is_core, is_initializer
 from taskset_lab.tasks.fields import Field
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.released import RELEASED_SAMPLERS
 from taskset_lab.tasks.released.sampling import CHAR_LM_DATASETS, WORD_LM_DATASETS
 
@@ -122,5 +122,5 @@ def build_word(config: dict[str, Any], data_dir: str | None = None, download: bo
     return build_lm(config, WORD_FAMILY, data_dir, offline_data)
 
 
-register_family(CHAR_FAMILY, RELEASED_SAMPLERS[CHAR_FAMILY], build_char, fields=lm_fields(CHAR_FAMILY))
-register_family(WORD_FAMILY, RELEASED_SAMPLERS[WORD_FAMILY], build_word, fields=lm_fields(WORD_FAMILY))
+register_task_family(CHAR_FAMILY, RELEASED_SAMPLERS[CHAR_FAMILY], build_char, fields=lm_fields(CHAR_FAMILY))
+register_task_family(WORD_FAMILY, RELEASED_SAMPLERS[WORD_FAMILY], build_word, fields=lm_fields(WORD_FAMILY))

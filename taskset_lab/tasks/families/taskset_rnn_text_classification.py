@@ -37,7 +37,7 @@ from taskset_lab.data.taskset_text import TextWindowData, config_seed, load_text
 from taskset_lab.tasks.base import Batch, Task
 from taskset_lab.tasks.families.taskset_rnn_core import Embed, Linear, SonnetCore, is_core, is_initializer
 from taskset_lab.tasks.fields import Field
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.released import RELEASED_SAMPLERS
 from taskset_lab.tasks.released.sampling import TEXT_CLASSIFICATION_DATASETS
 
@@ -121,4 +121,4 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     return task
 
 
-register_family(FAMILY, RELEASED_SAMPLERS[FAMILY], build, fields=FIELDS)
+register_task_family(FAMILY, RELEASED_SAMPLERS[FAMILY], build, fields=FIELDS)

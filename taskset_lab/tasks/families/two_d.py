@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from taskset_lab.tasks.base import Batch, NoiseData, Task
 from taskset_lab.tasks.nn import check_choice, derived_seed, family_rng, log_uniform
-from taskset_lab.tasks.registry import register_family
+from taskset_lab.tasks.registry import register_task_family
 from taskset_lab.tasks.fields import Field
 
 FAMILY = "lab_two_d"
@@ -129,4 +129,4 @@ FIELDS = {
     "data_seed": Field("int", low=0),
 }
 
-register_family(FAMILY, sample, build, fields=FIELDS)
+register_task_family(FAMILY, sample, build, fields=FIELDS)

@@ -1,7 +1,7 @@
-"""TaskSet's released task configs, re-sampled: `released_config("mlp_family_seed12")`.
+"""TaskSet's released task configs, re-sampled: `released_task_config("mlp_family_seed12")`.
 
 Each family module reproduces TaskSet's sampler draw for draw (same numpy RandomState
-seed offset, same calls in the same order), so `released_config(name)` equals the entry
+seed offset, same calls in the same order), so `released_task_config(name)` equals the entry
 `name` of TaskSet's `task_set/tasks/configs/<family>.json` without shipping those files.
 """
 
@@ -44,7 +44,7 @@ RELEASED_SAMPLERS: dict[str, Callable[[int], dict]] = {
 _NAME = re.compile(r"^(?P<family>[a-z0-9_]+)_seed(?P<seed>\d+)$")
 
 
-def released_config(name: str) -> list:
+def released_task_config(name: str) -> list:
     """`[config, family]` for a TaskSet task name such as `mlp_family_seed12`."""
     match = _NAME.match(name) if isinstance(name, str) else None
     family = match.group("family") if match else None
@@ -57,4 +57,4 @@ def released_config(name: str) -> list:
     return [RELEASED_SAMPLERS[family](int(match.group("seed"))), family]
 
 
-__all__ = ["RELEASED_SAMPLERS", "released_config"]
+__all__ = ["RELEASED_SAMPLERS", "released_task_config"]

@@ -16,6 +16,7 @@ import torch
 from taskset_lab.engine import Population, train_population, train_single
 from taskset_lab.engine.compiled import CompiledStep
 from taskset_lab.optim import BatchedOptimizer, FamilyOptimizer, get_optimizer_family
+from taskset_lab.optim.base import OptimizerFamily
 from taskset_lab.optim.registry import OPTIMIZER_FAMILIES
 from taskset_lab.tasks import sample_task
 
@@ -195,3 +196,48 @@ def test_pure_update_vmaps_to_the_batched_step(name):
         for key in fam.state_names:
             _close(new_state[key], want_state[n][key])
     assert not torch.equal(want_params["w"], params["w"])
+
+
+class VectorHparamFamily(OptimizerFamily):
+    """A family with only the pure update and a vector hyperparameter per config, the shape a
+    learned optimizer's weights take: ``m = β·m + g``, ``θ ← θ - w₀·m - w₁·sign(g)``."""
+
+    name = "test_vector_hparam"
+    hparam_names = ("beta", "w")
+    state_names = ("m",)
+
+    def sample(self, seed: int) -> dict:
+        rng = torch.Generator().manual_seed(seed)
+        return {"beta": 0.9, "w": (torch.rand(2, generator=rng, dtype=F64) * 1e-2).tolist()}
+
+    def validate(self, hparams):
+        return {"beta": float(hparams["beta"]), "w": [float(x) for x in hparams["w"]]}
+
+    def update(self, p, g, state, step, hp, total_steps):
+        m = hp["beta"] * state["m"] + g
+        return p - hp["w"][0] * m - hp["w"][1] * torch.sign(g), {"m": m}
+
+
+def test_a_family_with_only_a_pure_update_and_vector_hparams_runs_in_every_front_end(one_torch_thread):
+    """No in-place form, a [2]-vector hyperparameter per config: the batched optimizer vmaps the
+    pure update (hparams [K, 2]), and a config in a population equals the same config alone
+    through the ``torch.optim`` front end; the compiled step equals the eager one."""
+    fam = VectorHparamFamily()
+    assert not fam.has_in_place_update
+    configs = [fam.sample(i) for i in range(3)]
+    task = sample_task("lab_mlp", 0, MLP)
+    opt = BatchedOptimizer.from_configs(fam, configs, 8, dtype=F64)
+    assert opt.hparams["w"].shape == (3, 2)
+    pop = train_population(task, fam, configs, 8, 4, eval_batches=1, dtype=F64, compile=False)
+    for k, hp in enumerate(configs):
+        alone = train_single(task, (fam, hp), 8, 4, eval_batches=1, dtype=F64)
+        torch.testing.assert_close(pop.losses["train"][k], alone.losses["train"].reshape(-1), rtol=1e-10, atol=1e-12)
+    assert not torch.equal(pop.losses["train"][:, 0], pop.losses["train"][:, -1])  # it trained
+    population = Population(task, fam, configs, 4, dtype=F64, eval_batches=1)
+    compiled = CompiledStep(population, backend="aot_eager")
+    eager_losses, _ = run_population(population, population.step, population.init(), 4)
+    comp_losses, _ = run_population(population, compiled.step, population.init(), 4)
+    assert compiled.compiled
+    _close(comp_losses, eager_losses)
+    with pytest.raises(ValueError, match="K rows"):
+        BatchedOptimizer(fam, {"beta": torch.tensor(0.9), "w": torch.zeros(3, 2)}, 8)

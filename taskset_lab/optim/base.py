@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -224,11 +224,15 @@ class FamilyOptimizer(torch.optim.Optimizer):
         # LearningRateMonitor shows the real schedule); the sampled rate is ``base_lr``
         # ``updates`` counts the group's steps on the host, so reporting the rate never reads
         # the device step counter (no sync per step)
-        defaults = dict(hp, base_lr=hp["lr"], total_steps=int(total_steps), updates=0)
+        # (a family without a learning rate, a learned optimizer say, has neither)
+        defaults = dict(hp, total_steps=int(total_steps), updates=0)
+        if "lr" in hp:
+            defaults["base_lr"] = hp["lr"]
         super().__init__(params, defaults)
         for group in self.param_groups:
-            group.setdefault("base_lr", group["lr"])
-            group["lr"] = self._scheduled(group, group["updates"] + 1)
+            if "lr" in group:
+                group.setdefault("base_lr", group["lr"])
+                group["lr"] = self._scheduled(group, group["updates"] + 1)
 
     def _hparams(self, group: Mapping[str, Any], dtype: torch.dtype, device: torch.device) -> dict[str, Tensor]:
         return {k: torch.as_tensor(group["base_lr"] if k == "lr" else group[k], dtype=dtype, device=device)
@@ -267,15 +271,20 @@ class FamilyOptimizer(torch.optim.Optimizer):
                 stepped = True
             if stepped:  # the rate of the next update, for schedulers' readers
                 group["updates"] = group.get("updates", 0) + 1
-                group["lr"] = self._scheduled(group, group["updates"] + 1)
+                if "base_lr" in group:
+                    group["lr"] = self._scheduled(group, group["updates"] + 1)
         return loss
 
 
 class BatchedOptimizer:
     """The population form: K configs of one family stepped together.
 
-    ``hparams`` maps each name to a ``[K]`` tensor; parameters are dicts of ``[K, *shape]``
-    tensors. Everything stays on the device; ``step`` never synchronises with the host.
+    ``hparams`` maps each name to a tensor of K rows: ``[K]`` for scalar hyperparameters (an
+    in-place family's only kind), ``[K, ...]`` for others (a weight vector per config, say);
+    parameters are dicts of ``[K, *shape]`` tensors. A family with the in-place form is
+    stepped through its coefficients (computed once for all tensors); a family with only the
+    pure ``update`` through ``torch.func.vmap(update)`` over the K configs, each seeing its
+    own hyperparameters as the one-config front end passes them. Everything stays on the device; ``step`` never synchronises with the host.
     The state of each parameter holds a shared 0-dim float32 ``step`` and the family's
     moments (``[K, *shape]``, compute dtype).
     """
@@ -283,10 +292,13 @@ class BatchedOptimizer:
     def __init__(self, family: OptimizerFamily, hparams: Mapping[str, Tensor], total_steps: int):
         self.family = family
         self.hparams = {k: hparams[k] for k in family.hparam_names}
-        sizes = {v.shape for v in self.hparams.values()}
-        if len(sizes) != 1 or len(next(iter(sizes))) != 1:
-            raise ValueError(f"batched hparams must all have shape [K]; got {sizes}")
-        self.num_configs = next(iter(sizes))[0]
+        shapes = {k: tuple(v.shape) for k, v in self.hparams.items()}
+        sizes = {s[0] if s else None for s in shapes.values()}
+        if len(sizes) != 1 or None in sizes:
+            raise ValueError(f"batched hparams must all have K rows ([K] or [K, ...]); got {shapes}")
+        if family.has_in_place_update and any(len(s) != 1 for s in shapes.values()):
+            raise ValueError(f"{family.name}: an in-place family's batched hparams have shape [K]; got {shapes}")
+        self.num_configs = next(iter(sizes))
         self.total_steps = int(total_steps)
 
     @classmethod
@@ -305,9 +317,11 @@ class BatchedOptimizer:
             state[name]["step"] = torch.zeros((), dtype=STEP_DTYPE, device=p.device)
         return state
 
-    def _hp_for(self, p: Tensor) -> dict[str, Tensor]:
-        view = (self.num_configs,) + (1,) * (p.dim() - 1)
-        return {k: v.to(compute_dtype(p.dtype)).view(view) for k, v in self.hparams.items()}
+    def _one_update(self, step: Tensor) -> Callable[..., tuple[Tensor, dict[str, Tensor]]]:
+        """One config's pure update at update number ``step``, for ``torch.func.vmap``."""
+        def one(p: Tensor, g: Tensor, state: dict[str, Tensor], hp: dict[str, Tensor]):
+            return self.family.update(p, g, state, step, hp, self.total_steps)
+        return one
 
     def step_flat_(self, flat: "FlatBuffers", grads: Mapping[str, Tensor], alive: Tensor) -> None:
         """One in-place update of a population laid out flat (:class:`FlatBuffers`): the
@@ -352,9 +366,10 @@ class BatchedOptimizer:
                 view = (self.num_configs,) + (1,) * (p.dim() - 1)
                 new_p, upd = self.family.apply(_as_compute(p), _as_compute(grads[name]), inner,
                                                {k: v.view(view) for k, v in coef.items()})
-            else:
-                new_p, upd = self.family.update(_as_compute(p), _as_compute(grads[name]), inner, step,
-                                                self._hp_for(p), self.total_steps)
+            else:  # a family with only the pure update: vmapped over the K configs
+                hp = {k: v.to(compute_dtype(p.dtype)) for k, v in self.hparams.items()}
+                new_p, upd = torch.func.vmap(self._one_update(step))(_as_compute(p), _as_compute(grads[name]),
+                                                                    inner, hp)
             new_params[name] = new_p.to(p.dtype)
             new_state[name] = dict(upd, step=step)
         return new_params, new_state

@@ -18,7 +18,7 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def write_csv_atomic(path: str | os.PathLike, frame: Any) -> Path:
+    """Write a pandas ``frame`` (no index column) to ``path`` atomically."""
+    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 def claim(path: str | os.PathLike, done: Callable[[], bool] = lambda: False) -> bool:

@@ -165,14 +165,14 @@ def _fill(disk: Path) -> None:
 
 
 def test_full_disk_keeps_the_last_good_file_and_says_so_in_one_line(small_disk, tmp_path):
-    from taskset_lab.pipelines.train import atomic_csv
+    from taskset_lab.files import write_csv_atomic
 
     good = pd.DataFrame({"step": [0, 10], "test": [1.0, 0.5]})
-    path = atomic_csv(good, small_disk / "curve.csv")
+    path = write_csv_atomic(small_disk / "curve.csv", good)
     _fill(small_disk)
     bigger = pd.DataFrame({"step": range(5000), "test": [0.25] * 5000})
     with pytest.raises(OSError):
-        atomic_csv(bigger, path)
+        write_csv_atomic(path, bigger)
     pd.testing.assert_frame_equal(pd.read_csv(path), good)  # the previous complete file
     assert [p.name for p in small_disk.iterdir() if p.name.endswith(".tmp")] == []
     # the CLI on a full disk: one line, exit 2
@@ -191,3 +191,25 @@ def test_read_only_folder_is_one_line(tmp_path):
         assert "read-only" in line and str(where) in line
     finally:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def test_a_figure_that_fails_to_save_leaves_the_old_file_and_no_temporary(tmp_path):
+    """Every plot goes through viz.plots.save_figure: written to a temporary name and renamed,
+    so a failing save (here an unknown format) keeps the previous figure and closes the new one."""
+    from taskset_lab.viz.plots import pyplot, save_figure
+
+    plt = pyplot()
+    path = tmp_path / "plots" / "curve.png"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, path, dpi=50)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG") and not plt.fignum_exists(fig.number)
+    bad = tmp_path / "plots" / "curve.nope"
+    bad.write_bytes(b"old")
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError, match="nope"):
+        save_figure(fig, bad, dpi=50)
+    assert bad.read_bytes() == b"old" and path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["curve.nope", "curve.png"]
+    assert not plt.fignum_exists(fig.number)

@@ -41,7 +41,6 @@ import json
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -52,6 +51,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from taskset_lab.errors import DataError
+from taskset_lab.files import atomic_path
 
 SPLIT_ORDER_SEED = 0  # the fixed shuffle of every source split (a dataset's splits never vary)
 
@@ -341,15 +341,8 @@ def cache_dir(root: Path, name: str) -> Path:
 
 
 def _atomic_save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:  # a file object: np.save would append ".npy" to a name
-            np.save(fh, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would append ".npy" to a name
+        np.save(fh, array)
 
 
 def _load_cached(folder: Path) -> dict[str, Arrays] | None:

@@ -7,21 +7,16 @@ from typing import Sequence
 
 import pandas as pd
 
-from taskset_lab.files import atomic_path
+from taskset_lab.viz.plots import pyplot, save_figure
 
 
 def _save(fig, path: Path) -> Path:
-    with atomic_path(path, keep_suffix=True) as tmp:  # savefig reads the format from the suffix
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    return path
+    return save_figure(fig, path, dpi=120, tight_layout=False, bbox_inches="tight")
 
 
 def rau_heatmap(rau: dict[str, Sequence[float]], task_names: Sequence[str], path: Path, title: str = "") -> Path:
     """One row per shared layer, one column per task, cell = rAU (0…1; 1/T is balanced)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     layers = list(rau)
@@ -36,17 +31,12 @@ def rau_heatmap(rau: dict[str, Sequence[float]], task_names: Sequence[str], path
                     fontsize=8)
     fig.colorbar(im, ax=ax, label="rAU")
     ax.set_title(title or "relative accumulated update (rAU)")
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def metric_curves(metrics: pd.DataFrame, path: Path, split: str = "test") -> Path:
     """One panel per task: its metrics on ``split`` against the step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = metrics[(metrics["split"] == split) & (metrics["metric"] != "loss")]
     tasks = list(dict.fromkeys(rows["task_name"]))
@@ -57,6 +47,4 @@ def metric_curves(metrics: pd.DataFrame, path: Path, split: str = "test") -> Pat
         ax.set_title(task)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    path = _save(fig, path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

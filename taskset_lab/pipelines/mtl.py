@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from taskset_lab.errors import ConfigError, DataError
-from taskset_lab.files import write_text_atomic
+from taskset_lab.files import write_csv_atomic, write_text_atomic
 from taskset_lab.pipelines.base import Pipeline, require_positive_int
 from taskset_lab.pipelines.building import build_callbacks, build_loggers, finish_loggers, instantiate_field
 
@@ -58,10 +58,6 @@ def parse_task_list(value: Any, field: str) -> list[int]:
 
 #: a finished single-task baseline: its settings and final metrics (written last, atomically)
 BASELINE_RECORD = "baseline.json"
-
-
-def write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 def _plain(node: Any) -> Any:
@@ -181,18 +177,18 @@ class MTLPipeline(Pipeline):
             for stale in ("final_metrics.csv", "delta_m.csv", BASELINE_RECORD):
                 (out / stale).unlink(missing_ok=True)
         if module.records:
-            write_csv(pd.DataFrame(module.records), out / "metrics.csv")
+            write_csv_atomic(out / "metrics.csv", pd.DataFrame(module.records))
         if module.au_records:
-            write_csv(pd.DataFrame(module.au_records), out / "au.csv")
+            write_csv_atomic(out / "au.csv", pd.DataFrame(module.au_records))
         if module.weight_records:
-            write_csv(pd.DataFrame(module.weight_records), out / "loss_weights.csv")
+            write_csv_atomic(out / "loss_weights.csv", pd.DataFrame(module.weight_records))
         if not final:
             return
         final_metrics = module.final_metrics()
         rows = [{"task": t, "task_name": module.dm.tasks[t].name, "metric": m, "value": v}
                 for t, metrics in final_metrics.items() for m, v in metrics.items()]
         if rows:
-            write_csv(pd.DataFrame(rows), out / "final_metrics.csv")
+            write_csv_atomic(out / "final_metrics.csv", pd.DataFrame(rows))
 
     # -- baselines ------------------------------------------------------------------------
     def baseline_key(self, tasks: list[int]) -> str:
@@ -263,7 +259,7 @@ class MTLPipeline(Pipeline):
             self._write_baseline_record(folder, t, results[t])
         rows = [{"task": t, "task_name": dm.tasks[t].name, "metric": m, "value": v}
                 for t, metrics in results.items() for m, v in metrics.items()]
-        write_csv(pd.DataFrame(rows), root / "final_metrics.csv")
+        write_csv_atomic(root / "final_metrics.csv", pd.DataFrame(rows))
         return results
 
     def baseline_metrics(self, dm, tasks: list[int]) -> tuple[dict[int, dict[str, float]] | None, str | None]:
@@ -338,7 +334,7 @@ class MTLPipeline(Pipeline):
                     row[f"{dm.tasks[t].name}/{metric}"] = value
                     if metric in baseline[t]:
                         row[f"{dm.tasks[t].name}/{metric}/stl"] = baseline[t][metric]
-            write_csv(pd.DataFrame([row]), out / "delta_m.csv")
+            write_csv_atomic(out / "delta_m.csv", pd.DataFrame([row]))
         if module is not None:
             self._plots(module, dm, out, algorithm.name, optimizer_name)
         summary = {"method": algorithm.name, "optimizer": optimizer_name, "dataset": dm.name,

@@ -136,14 +136,14 @@ class TasksPipeline(Pipeline):
 
     def plot_catalogue(self, rows: list[dict[str, Any]]) -> Path:
         """Parameter counts per family on a log axis (TaskSet's "7 orders of magnitude")."""
-        from taskset_lab.viz.plots import _pyplot, _save
+        from taskset_lab.viz.plots import pyplot, save_figure
 
         counts: dict[str, list[int]] = {}
         for r in rows:
             if isinstance(r["parameters"], int):
                 counts.setdefault(str(r["family"]), []).append(r["parameters"])
         families = sorted(counts, key=lambda f: float(np.median(counts[f])))
-        plt = _pyplot()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(8, 0.32 * len(families) + 1.2))
         for i, family in enumerate(families):
             ax.scatter(counts[family], [i] * len(counts[family]), s=14, alpha=0.7)
@@ -153,7 +153,7 @@ class TasksPipeline(Pipeline):
         spread = max(max(v) for v in counts.values()) / max(min(min(v) for v in counts.values()), 1)
         title = f"{sum(map(len, counts.values()))} tasks: parameter counts span {np.log10(spread):.1f} decades"
         ax.set_title(title)
-        path = _save(fig, self._output_dir() / "catalogue_parameters.png", dpi=120)
+        path = save_figure(fig, self._output_dir() / "catalogue_parameters.png", dpi=120)
         print(f"parameter counts per family ({title}): {path}")
         return path
 

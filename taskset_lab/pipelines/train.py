@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taskset_lab.errors import ConfigError
-from taskset_lab.files import atomic_path, write_text_atomic
+from taskset_lab.files import atomic_path, write_csv_atomic
 from taskset_lab.overrides import explicit_overrides, override_key
 from taskset_lab.pipelines.base import Pipeline
 from taskset_lab.pipelines.building import (build_callbacks, build_loggers, build_optimizer_factory, build_task,
@@ -137,11 +137,6 @@ def run_name(cfg: DictConfig) -> str:
     """A W&B run name that says what varies: the experiment and its explicit overrides."""
     varying = [o.lstrip("+") for o in explicit_overrides() or [] if not _matches(override_key(o), _NOT_VARYING)]
     return " ".join([str(cfg.expr_name), *varying])
-
-
-def atomic_csv(frame: pd.DataFrame, path: Path) -> Path:
-    """``frame`` to ``path`` through a temporary file and a rename (the old file survives a failure)."""
-    return write_text_atomic(path, frame.to_csv(index=False))
 
 
 def make_csv_logger_atomic(loggers: list[Any]) -> None:
@@ -274,7 +269,7 @@ class TrainPipeline(Pipeline):
         """The evaluations so far as ``curve.csv`` (one row per evaluation step), atomically."""
         curve = pd.DataFrame(rows)
         curve.insert(0, "task", task)
-        return atomic_csv(curve, self.output_dir / "curve.csv")
+        return write_csv_atomic(self.output_dir / "curve.csv", curve)
 
 
 def csv_metrics_history(loggers: list[Any]) -> dict[Path, pd.DataFrame]:
@@ -295,4 +290,4 @@ def restore_csv_history(history: dict[Path, pd.DataFrame]) -> None:
     for path, old in history.items():
         new = pd.read_csv(path) if path.is_file() else old.iloc[:0]
         kept = old[old["step"] < new["step"].min()] if len(new) else old
-        atomic_csv(pd.concat([kept, new], ignore_index=True), path)
+        write_csv_atomic(path, pd.concat([kept, new], ignore_index=True))

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from taskset_lab.files import atomic_path
+
 STYLE = {"list": ("learned list", "C0", "-"), "random": ("random search (expected)", "C1", "--"),
          "best_single": ("best single config", "C2", ":"), "tpe": ("TPE", "C3", "-."),
          "opt_list": ("opt_list (published)", "C4", "-")}
@@ -42,7 +44,8 @@ def family_series(evaluation: pd.DataFrame) -> dict[str, dict[str, dict[str, np.
     return out
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no screen needed) unless one is already chosen."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -62,13 +65,17 @@ def _draw(ax, series: dict[str, dict[str, np.ndarray]], value_key: str = "mean")
     ax.grid(True, which="both", alpha=0.3)
 
 
-def _save(fig, path: str | Path, dpi: int) -> Path:
-    """Lay out, write and close a figure (creating its folder)."""
-    fig.tight_layout()
+def save_figure(fig, path: str | Path, dpi: int, tight_layout: bool = True, bbox_inches: str | None = None) -> Path:
+    """Lay out (``tight_layout``), write atomically (creating its folder; the format follows the
+    suffix) and close a figure."""
+    if tight_layout:
+        fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    try:
+        with atomic_path(path, keep_suffix=True) as tmp:  # savefig reads the format from the suffix
+            fig.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches)
+    finally:
+        pyplot().close(fig)
     return path
 
 
@@ -77,14 +84,14 @@ def plot_trials(evaluation: pd.DataFrame, path: str | Path, scheme: str = "cv") 
     series = trials_series(evaluation, scheme)
     if not series:
         raise ValueError(f"no rows of scheme {scheme!r} to plot")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     _draw(ax, series)
     n_folds = int(evaluation.loc[evaluation["scheme"] == scheme, "fold"].nunique())
     ax.set_ylabel("normalized loss (held-out tasks)")
     ax.set_title(f"best normalized loss after k trials ({scheme}, {n_folds} folds)")
     ax.legend()
-    return _save(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_families(evaluation: pd.DataFrame, path: str | Path) -> Path | None:
@@ -92,7 +99,7 @@ def plot_families(evaluation: pd.DataFrame, path: str | Path) -> Path | None:
     series = family_series(evaluation)
     if not series:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     n = len(series)
     cols = min(3, n)
     rows = -(-n // cols)
@@ -104,7 +111,7 @@ def plot_families(evaluation: pd.DataFrame, path: str | Path) -> Path | None:
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
     axes.ravel()[0].legend(fontsize="small")
-    return _save(fig, path, dpi=100)
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_hparam_list_results(evaluation: pd.DataFrame, out_dir: str | Path) -> list[Path]:

@@ -88,14 +88,14 @@ def _atomic_text(path: Path, text: str) -> None:
 
 def write_task_map(frame: pd.DataFrame, out_dir: str | os.PathLike, title: str = "TaskSet tasks") -> list[Path]:
     """``task_map.csv``, ``task_map.png`` and ``task_map.html`` in ``out_dir`` (atomically)."""
-    from taskset_lab.viz.plots import _pyplot, _save
+    from taskset_lab.viz.plots import pyplot, save_figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "task_map.csv"
     _atomic_text(csv_path, frame.to_csv(index=False))
     colours = _colours(list(frame["task_family"]))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 6))
     for family, part in frame.groupby("task_family"):
         ax.scatter(part["x"], part["y"], s=28, color=colours[str(family)], label=str(family), alpha=0.85)
@@ -103,7 +103,7 @@ def write_task_map(frame: pd.DataFrame, out_dir: str | os.PathLike, title: str =
     ax.set_yticks([])
     ax.set_title(f"{title}: {len(frame)} tasks embedded by their normalized losses")
     ax.legend(fontsize=7, loc="best", frameon=False)
-    png = _save(fig, out / "task_map.png", dpi=120)
+    png = save_figure(fig, out / "task_map.png", dpi=120)
     html_path = out / "task_map.html"
     _atomic_text(html_path, _html(frame, colours, title))
     return [csv_path, png, html_path]

@@ -9,13 +9,13 @@ import math
 import pandas as pd
 import pytest
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from conftest import compose
 from taskset_lab.cli import run_pipeline
 from taskset_lab.engine import train_population
 from taskset_lab.optim import get_optimizer_family
+from taskset_lab.pipelines.building import build_task
 from taskset_lab.tasks.base import SPLITS
 
 
@@ -33,7 +33,7 @@ def test_train_curve_equals_the_engine_curve(tmp_path, lr, diverges):
     summary = run_pipeline(cfg)
     curve = pd.read_csv(out / "curve.csv")
 
-    task = instantiate(cfg.task)
+    task = build_task(cfg)  # as TRAIN builds it: plain values reach the task builder
     engine = train_population(task, "nadamw", [_hparams(cfg)], total_steps=int(cfg.total_steps),
                               eval_every=int(cfg.eval_every), eval_batches=int(cfg.learner.eval_batches),
                               replica=int(cfg.global_seed), dtype=torch.float64, divergence_factor=3.0)

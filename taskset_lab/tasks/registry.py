@@ -82,22 +82,11 @@ def fixed_task_names(pattern: str | None = None) -> list[str]:
     return FIXED_TASKS.names(pattern)
 
 
-def _container(obj: Any) -> Any:
-    """A mapping or sequence type JSON does not know (a config node, say) as a dict or list."""
-    from collections.abc import Mapping as _Mapping, Sequence as _Sequence
-
-    if isinstance(obj, _Mapping):
-        return dict(obj)
-    if isinstance(obj, _Sequence) and not isinstance(obj, (str, bytes)):
-        return list(obj)
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
-
-
 def as_json(value: Any) -> Any:
     """``value`` through a JSON round trip (tuples become lists, keys strings): task configs
     are plain Python values; a config node is converted by the caller (the pipelines do)."""
     try:
-        return json.loads(json.dumps(value, default=_container))
+        return json.loads(json.dumps(value))
     except TypeError as exc:
         raise TypeError(f"a task config must hold plain values (dicts, lists, numbers, strings): {exc}") from None
 

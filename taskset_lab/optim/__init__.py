@@ -9,6 +9,7 @@ from taskset_lab.optim.hparam_list import (
     hparam_list_optimizer,
     load_hparam_list,
 )
+from taskset_lab.optim.learned import LearnedOptimizer, learned_optimizer_names
 from taskset_lab.optim.nadamw import NADAMW, NAdamW
 from taskset_lab.optim.registry import optimizer_family_names, get_optimizer_family, sampled_optimizer
 from taskset_lab.optim.released import released_optimizer_config, released_hparams
@@ -17,7 +18,7 @@ from taskset_lab.optim.search_space import SearchSpace, resolve_search_space
 
 __all__ = [
     "ADAM1P", "ADAM4P", "ADAM6P", "ADAM8P", "NADAMW", "Adam1p", "Adam4p", "Adam6p", "Adam8p", "NAdamW",
-    "BatchedOptimizer", "FamilyOptimizer", "OptimizerFamily", "SearchSpace", "builtin_list_names",
+    "BatchedOptimizer", "FamilyOptimizer", "LearnedOptimizer", "learned_optimizer_names", "OptimizerFamily", "SearchSpace", "builtin_list_names",
     "optimizer_family_names", "get_optimizer_family", "hparam_list_entry", "hparam_list_optimizer", "load_hparam_list",
     "opt_list_cosine_lr", "released_optimizer_config", "released_hparams", "resolve_search_space",
     "sampled_optimizer", "taskset_decay_lr",

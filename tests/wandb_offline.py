@@ -88,3 +88,71 @@ def read_offline_summary(run_dir: str | Path) -> dict[str, Any]:
         elif kind == "history":
             summary.update(_items(r.history.item))
     return summary
+
+
+def wait_for_exit(run_dir: str | Path, timeout: float = 60.0) -> None:
+    """Wait until the run file holds its exit record: W&B's service process may still be
+    writing it after ``finish()`` returned (a loaded machine)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in read_offline_records(run_dir)):
+                return
+        except (ValueError, FileNotFoundError):  # a record half written
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{run_dir}: the offline run file never got its exit record")
+        time.sleep(0.2)
+
+
+def offline_runs(folder: str | Path) -> list[Path]:
+    """The offline run folders under ``folder`` (``<folder>/**/offline-run-*``), each finished."""
+    runs = sorted(Path(folder).rglob("offline-run-*"))
+    for run in runs:
+        wait_for_exit(run)
+    return runs
+
+
+def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
+    """The run's name, group, job type and config (``config`` as logged, updates applied)."""
+    info: dict[str, Any] = {"config": {}}
+    for r in read_offline_records(run_dir):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            info.update(name=r.run.display_name, group=r.run.run_group, job_type=r.run.job_type,
+                        project=r.run.project)
+            info["config"].update(_items(r.run.config.update))
+        elif kind == "config":
+            info["config"].update(_items(r.config.update))
+    info["config"].pop("_wandb", None)
+    return info
+
+
+def read_offline_artifacts(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The artifacts the run logged, by name: ``{"type": ..., "files": {path: size}}``
+    (W&B's own ``run_table`` artifacts included)."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in read_offline_records(run_dir):
+        if r.WhichOneof("record_type") == "artifact":
+            a = r.artifact
+            out[a.name] = {"type": a.type, "files": {c.path: int(c.size) for c in a.manifest.contents}}
+    return out
+
+
+def read_offline_files(run_dir: str | Path) -> set[str]:
+    """The paths (under the run's ``files/``) the run saved or logged media to."""
+    return {f.path for r in read_offline_records(run_dir) if r.WhichOneof("record_type") == "files"
+            for f in r.files.files}
+
+
+def read_offline_table(run_dir: str | Path, key: str):
+    """The W&B table last logged as ``key``, as a pandas frame (from ``files/<path>``)."""
+    import pandas as pd
+
+    path = read_offline_summary(run_dir).get(f"{key}/path")
+    if path is None:
+        raise KeyError(f"{run_dir}: no table {key!r} logged")
+    table = json.loads((Path(run_dir) / "files" / path).read_text())
+    return pd.DataFrame(table["data"], columns=table["columns"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import shlex
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ from taskset_lab.overrides import explicit_overrides, override_key
 from taskset_lab.pipelines.base import Pipeline
 from taskset_lab.pipelines.building import (build_callbacks, build_loggers, build_optimizer_factory, build_task,
                                             finish_loggers, quiet_lightning)
+from taskset_lab.pipelines.dashboards import (is_tensorboard, log_table, save_file, set_summary, start_loggers,
+                                              tensorboard_hparams, wandb_run_of, warn_failed)
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +123,19 @@ def optimizer_hparams(factory: Any) -> dict[str, Any]:
 
 
 def run_hparams(cfg: DictConfig, task: Any, opt_hparams: dict[str, Any]) -> dict[str, Any]:
-    """What the loggers record as the run's hyperparameters (TensorBoard hparams, W&B config)."""
-    hp: dict[str, Any] = {"task": task.name, "task_family": getattr(task, "family", None),
-                          "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1],
-                          "total_steps": int(cfg.total_steps), "eval_every": int(cfg.eval_every),
-                          "global_seed": int(cfg.global_seed)}
+    """What the loggers record as the run's hyperparameters (TensorBoard hparams, W&B config):
+    the whole resolved config flattened (``trainer.max_steps``, ``learner.eval_batches``...),
+    the task, its family and config (``task_config.<key>``: sizes, batch size), the
+    optimizer's drawn values (``optimizer/<key>``) and the explicit overrides
+    (``override/<key>``), numbers as numbers."""
+    from taskset_lab.pipelines.dashboards import flat_config
+
+    hp: dict[str, Any] = flat_config(cfg)
+    hp.update({"task": task.name, "task_family": getattr(task, "family", None),
+               "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1],
+               "total_steps": int(cfg.total_steps), "eval_every": int(cfg.eval_every),
+               "global_seed": int(cfg.global_seed)})
+    hp.update(flat_config(getattr(task, "config", None) or {}, prefix="task_config"))
     hp.update({f"optimizer/{k}": v for k, v in opt_hparams.items()})
     for o in explicit_overrides() or []:
         key = override_key(o)
@@ -133,10 +144,28 @@ def run_hparams(cfg: DictConfig, task: Any, opt_hparams: dict[str, Any]) -> dict
     return {k: v for k, v in hp.items() if v is not None}
 
 
+def run_metrics(curve: list[dict[str, Any]], steps: int, diverged_step: int | None) -> dict[str, float]:
+    """The numbers runs are ranked by: ``final/<split>`` (the last evaluation),
+    ``best/<split>`` (min over the evaluations of the finite values), ``diverged`` (0 or 1)
+    and ``steps``; NaN where a split has no (finite) value."""
+    from taskset_lab.tasks.base import SPLITS
+
+    out: dict[str, float] = {}
+    for s in SPLITS:
+        values = [float(row[s]) for row in curve if s in row]
+        finite = [v for v in values if math.isfinite(v)]
+        out[f"final/{s}"] = values[-1] if values else math.nan
+        out[f"best/{s}"] = min(finite) if finite else math.nan
+    out["diverged"] = float(diverged_step is not None)
+    out["steps"] = float(steps)
+    return out
+
+
 def run_name(cfg: DictConfig) -> str:
     """A W&B run name that says what varies: the experiment and its explicit overrides."""
-    varying = [o.lstrip("+") for o in explicit_overrides() or [] if not _matches(override_key(o), _NOT_VARYING)]
-    return " ".join([str(cfg.expr_name), *varying])
+    from taskset_lab.pipelines.dashboards import run_name as dashboard_name
+
+    return dashboard_name(cfg, overrides=explicit_overrides() or [])
 
 
 def make_csv_logger_atomic(loggers: list[Any]) -> None:
@@ -219,16 +248,22 @@ class TrainPipeline(Pipeline):
         opt_hparams = optimizer_hparams(optimizer)
         learner = instantiate(cfg.learner, task=task, optimizer=optimizer, total_steps=int(cfg.total_steps))
         if OmegaConf.select(cfg, "logger.wandb", default=None) is not None:
+            from taskset_lab.pipelines.dashboards import run_group
+
             with open_dict(cfg):
                 if OmegaConf.select(cfg, "logger.wandb.name", default=None) == cfg.expr_name:
                     cfg.logger.wandb.name = run_name(cfg)
+                cfg.logger.wandb.group = run_group(cfg)  # a multirun's jobs together
         self.save_config()
-        loggers = build_loggers(cfg)
+        loggers = start_loggers(build_loggers(cfg))  # a W&B run that cannot start: one line, no W&B
         history = csv_metrics_history(loggers) if resume else {}  # before the CSV writer starts
         make_csv_logger_atomic(loggers)
         hparams = run_hparams(cfg, task, opt_hparams)
         for logger in loggers:
-            logger.log_hyperparams(hparams)
+            try:
+                logger.log_hyperparams(hparams)
+            except Exception as exc:  # noqa: BLE001 - a tracker's failure never stops the run
+                warn_failed(f"{type(logger).__name__}: logging the hparams", exc)
         trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg))
         ckpt = str(self.last_checkpoint()) if resume else None
         log.info("TRAIN %s with %s for %d steps -> %s", task.name, cfg.optimizer._target_,
@@ -253,6 +288,7 @@ class TrainPipeline(Pipeline):
 
         self.write_curve(task.name, learner.curve)
         final = learner.final_losses
+        self.log_results(loggers, hparams, learner)
         finish_loggers(loggers)
         summary = {"task": task.name, "task_config": task.config, "steps": int(learner.global_step),
                    "final": final, "diverged_step": learner.diverged_step, "seconds": seconds,
@@ -264,6 +300,22 @@ class TrainPipeline(Pipeline):
         print(f"TRAIN done: {task.name}, {learner.global_step} steps, final test loss "
               f"{final['test']:.4g}; outputs in {self.output_dir}")
         return summary
+
+    def log_results(self, loggers: list[Any], hparams: dict[str, Any], learner: Any) -> None:
+        """The run's final and best losses where runs are compared: TensorBoard's HParams
+        metrics (with the hparams), W&B's summary; W&B also gets the curve as a table and
+        the resolved config as ``files/tasklab/config.yaml``."""
+        metrics = run_metrics(learner.curve, int(learner.global_step), learner.diverged_step)
+        for logger in loggers:
+            if is_tensorboard(logger):
+                tensorboard_hparams(logger, hparams, metrics, step=int(learner.global_step))
+        run = wandb_run_of(loggers)
+        if run is None:
+            return
+        set_summary(run, {**metrics, "diverged_step": learner.diverged_step})
+        if learner.curve:
+            log_table(run, "curve", pd.DataFrame(learner.curve))
+        save_file(run, self.output_dir / "config.yaml", "tasklab/config.yaml")
 
     def write_curve(self, task: str, rows: list[dict[str, Any]]) -> Path:
         """The evaluations so far as ``curve.csv`` (one row per evaluation step), atomically."""

@@ -1,0 +1,136 @@
+"""What a researcher reads in W&B and TensorBoard, read back from the files the runs wrote
+(offline W&B run files, TensorBoard event files): configs with their types, run names and
+groups, summary metrics, tables, images and artifacts, per pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+
+import pandas as pd
+import pytest
+
+from conftest import compose
+from taskset_lab.cli import run_pipeline
+from taskset_lab.pipelines import dashboards
+from wandb_offline import (offline_runs, read_offline_artifacts, read_offline_files, read_offline_run,
+                           read_offline_summary, read_offline_table)
+
+pytest.importorskip("wandb")
+SPLITS = ["train", "valid_inner", "valid_outer", "test"]
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    return tmp_path
+
+
+# -- the shared module ------------------------------------------------------------------------
+def test_flat_config_keeps_types_and_leaves_out_the_loggers():
+    cfg = compose("train_quadratic", ["debug=train", "logger=wandb", "output_dir=/tmp/x"])
+    flat = dashboards.flat_config(cfg)
+    assert flat["total_steps"] == 20 and isinstance(flat["total_steps"], int)
+    assert isinstance(flat["optimizer.lr"], float) and flat["optimizer.nesterov"] is False
+    assert flat["task.config.dim"] == 20 and flat["trainer.max_steps"] == 20
+    assert not any(k.startswith(("logger", "hydra")) for k in flat)
+    assert dashboards.flat_config({"a": [1, 2], "b": [{"c": 3}], "d": {}}) == {"a": [1, 2], "b.0.c": 3, "d": "{}"}
+    assert dashboards.tensorboard_value([1, 2]) == "[1, 2]" and dashboards.tensorboard_value(None) == "None"
+
+
+def test_run_name_says_what_varies_and_group_is_the_experiment():
+    cfg = compose("train_quadratic", ["debug=train"])
+    given = ["pipeline=TRAIN", "index=train_quadratic", "debug=train", "optimizer.lr=0.1", "logger=wandb",
+             "output_dir=/x", "+task.config.dim=3"]
+    assert dashboards.run_name(cfg, overrides=given) == "train_quadratic optimizer.lr=0.1 task.config.dim=3"
+    assert dashboards.run_name(cfg, describe=["nadamw", "optimizer.lr=1"], overrides=given).split()[:2] == [
+        "train_quadratic", "nadamw"]  # a described key given as an override is named once
+    assert dashboards.run_group(cfg) == "train_quadratic"
+    assert dashboards.artifact_name("hparam list", "quick/start") == "hparam-list-quick-start"
+
+
+# -- TRAIN ------------------------------------------------------------------------------------
+def test_train_wandb_run_has_a_full_typed_config_ranked_summary_and_its_config_file(offline):
+    out = offline / "run"
+    summary = run_pipeline(compose("train_quadratic", ["debug=train", f"output_dir={out}", "logger=wandb",
+                                                       "logger.wandb.project=tasklab-test"]))
+    curve = pd.read_csv(out / "curve.csv")
+    (run,) = offline_runs(out)
+    info = read_offline_run(run)
+    assert info["group"] == "train_quadratic" and info["job_type"] == "TRAIN" and info["name"] == "train_quadratic"
+    config = info["config"]
+    # the task config (sizes), the trainer's and learner's settings, the drawn optimizer values
+    assert config["task_config.dim"] == 20 and config["task_family"] == "lab_quadratic"
+    assert config["trainer.max_steps"] == 20 and config["learner.eval_batches"] == 4
+    assert isinstance(config["optimizer/lr"], float) and isinstance(config["total_steps"], int)
+    assert len(config) > 60
+    s = read_offline_summary(run)
+    for split in SPLITS:
+        assert s[f"final/{split}"] == pytest.approx(curve[split].iloc[-1], rel=1e-6)
+        assert s[f"best/{split}"] == pytest.approx(curve[split].min(), rel=1e-6)
+    assert s["diverged"] == 0 and s["steps"] == 20 == summary["steps"]
+    assert "tasklab/config.yaml" in read_offline_files(run)
+    saved = (run / "files" / "tasklab" / "config.yaml").read_text()
+    assert saved == (out / "config.yaml").read_text() and "expr_name: train_quadratic" in saved
+    table = read_offline_table(run, "curve")
+    assert list(table.columns) == ["step", *SPLITS] and list(table["step"]) == list(curve["step"])
+
+
+def test_train_tensorboard_hparams_hold_real_final_and_best_losses(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = tmp_path / "run"
+    run_pipeline(compose("train_quadratic", ["debug=train", f"output_dir={out}", "logger=tensorboard",
+                                             "optimizer.lr=0.05"]))
+    curve = pd.read_csv(out / "curve.csv")
+    scalars, experiment, session = {}, None, None
+    for path in sorted((out / "tensorboard").glob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            scalars[tag] = [e.value for e in acc.Scalars(tag)]
+        try:
+            contents = acc.PluginTagToContent("hparams").values()
+        except KeyError:  # an event file without the HParams record
+            contents = []
+        for content in contents:
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("experiment"):
+                experiment = data.experiment
+            if data.HasField("session_start_info"):
+                session = data.session_start_info
+    assert experiment is not None and session is not None
+    metrics = [m.name.tag for m in experiment.metric_infos]
+    assert "hp_metric" not in metrics and "hp_metric" not in scalars
+    assert {"final/test", "best/test", "final/valid_inner", "best/train", "diverged"} <= set(metrics)
+    assert scalars["final/test"] == [pytest.approx(curve["test"].iloc[-1], rel=1e-6)]
+    assert scalars["best/valid_inner"] == [pytest.approx(curve["valid_inner"].min(), rel=1e-6)]
+    assert session.hparams["optimizer/lr"].number_value == pytest.approx(0.05)
+    assert session.hparams["task_config.dim"].number_value == 20
+    assert session.hparams["task_family"].string_value == "lab_quadratic"
+
+
+def test_wandb_that_cannot_start_is_one_line_and_the_run_is_kept(offline, monkeypatch, caplog):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise RuntimeError("wandb.init broke\nwith a long traceback")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    out = offline / "run"
+    with caplog.at_level(logging.WARNING):
+        summary = run_pipeline(compose("train_quadratic", ["debug=train", f"output_dir={out}", "logger=csv_wandb"]))
+    assert summary["steps"] == 20 and json.loads((out / "summary.json").read_text())["steps"] == 20
+    assert len(pd.read_csv(out / "curve.csv")) == 5
+    assert pd.read_csv(out / "csv" / "metrics.csv")["loss/test"].notna().sum() == 5  # the other logger kept
+    lines = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert len(lines) == 1 and "wandb.init broke" in lines[0] and "\n" not in lines[0]
+    # a pipeline with a W&B run of its own (no Lightning logger) goes on the same way
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert dashboards.start_run(compose("train_quadratic", ["logger=wandb"]), job_type="TRAIN") is None
+    assert len([r for r in caplog.records if "W&B" in r.getMessage()]) == 1

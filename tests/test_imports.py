@@ -121,7 +121,7 @@ def test_nothing_but_the_entry_point_imports_the_cli():
 
 #: library packages: they take plain values and typed specs (the pipelines read the composed
 #: config: taskset_lab.pipelines.building.read_spec / plain), so none may import Hydra or OmegaConf
-LIBRARY_PACKAGES = ("curves", "data", "engine", "evaluate", "hparam_list", "optim", "tasks")
+LIBRARY_PACKAGES = ("curves", "data", "engine", "evaluate", "hparam_list", "optim", "replay", "tasks")
 
 
 def test_libraries_take_plain_values_not_the_composed_config():

@@ -134,3 +134,55 @@ def test_wandb_that_cannot_start_is_one_line_and_the_run_is_kept(offline, monkey
     with caplog.at_level(logging.WARNING):
         assert dashboards.start_run(compose("train_quadratic", ["logger=wandb"]), job_type="TRAIN") is None
     assert len([r for r in caplog.records if "W&B" in r.getMessage()]) == 1
+
+
+# -- HPARAM_LIST --------------------------------------------------------------------------------
+TWO_FAMILIES = "[{family:lab_quadratic,seeds:[0,3],overrides:{dim:4}},{family:lab_two_d,seeds:[0,3]}]"
+HPARAM_TINY = ["task_set=tiny", f"task_set.families={TWO_FAMILIES}", "search_space.num_configs=6",
+               "total_steps=10", "eval_every=5", "learner.eval_batches=1", "hparam_list.length=3",
+               "hparam_list.folds=2", "hparam_list.tpe.enabled=false", "hparam_list.ks=[1,2]",
+               "hparam_list.reference_lists.opt_list=2", "progress=false"]
+
+
+def test_hparam_list_run_has_typed_list_evaluation_tables_plots_and_the_list_artifact(offline):
+    out = offline / "run"
+    result = run_pipeline(compose("quickstart", [*HPARAM_TINY, f"output_dir={out}", "logger=wandb",
+                                                 "logger.wandb.project=tasklab-test"]))
+    hlist = json.loads((out / "hparam_list.json").read_text())
+    (run,) = offline_runs(out)
+    info = read_offline_run(run)
+    assert info["job_type"] == "HPARAM_LIST" and info["group"] == "quickstart"
+    assert info["name"] == "quickstart nadamw hparam_list.length=3"  # what the run is, not only the experiment
+    config = info["config"]
+    assert config["hparam_list.length"] == 3 and config["hparam_list.ks"] == [1, 2]
+    assert config["search_space.num_configs"] == 6 and config["store.tasks"] == len(hlist["tasks"])
+    assert isinstance(config["hparam_list.cap"], float) and config["search_space.family"] == "nadamw"
+    # the list: one typed column per hyperparameter, in the list's order
+    entries = read_offline_table(run, "hparam_list/entries")
+    hp_keys = sorted(hlist["entries"][0]["hparams"])
+    assert list(entries.columns) == ["rank", "config_id", *hp_keys]
+    assert list(entries["config_id"]) == [e["config_id"] for e in hlist["entries"]]
+    assert entries["lr"].tolist() == pytest.approx([e["hparams"]["lr"] for e in hlist["entries"]])
+    # the evaluation per fold and per held-out family, every method and k
+    evaluation = pd.read_csv(out / "evaluation.csv")
+    logged = read_offline_table(run, "hparam_list/evaluation")
+    assert list(logged.columns) == list(evaluation.columns) and len(logged) == len(evaluation)
+    assert set(logged["method"]) == {"list", "random", "best_single", "opt_list"} and set(logged["fold"]) >= {0, 1}
+    families = read_offline_table(run, "hparam_list/families")
+    assert set(families["held_out_family"]) == set(hlist["task_families"]) and set(families["scheme"]) == {"lofo"}
+    summary = read_offline_summary(run)
+    for family in hlist["task_families"]:
+        assert summary[f"hparam_list/family/{family}_table/_type"] == "table-file"  # a line plot per family
+    # summary scalars at the ks asked for (and not at the defaults)
+    s = pd.read_csv(out / "summary.csv").set_index(["scheme", "method", "k"])["mean"]
+    assert summary["hparam_list/cv/list/k2"] == pytest.approx(s[("cv", "list", 2)])
+    assert summary["hparam_list/lofo/random/k1"] == pytest.approx(s[("lofo", "random", 1)])
+    assert not any(k.endswith("/k10") for k in summary)
+    # plots as images, the list and the result tables as artifacts
+    images = {p.rsplit("/", 1)[-1].split("_")[0] for p in read_offline_files(run) if p.startswith("media/images/")}
+    assert {"trials", "families"} <= images and len(result["plots"]) == 3
+    artifacts = read_offline_artifacts(run)
+    (list_artifact,) = [a for a in artifacts.values() if a["type"] == "hparam_list"]
+    assert list_artifact["files"] == {"hparam_list.json": (out / "hparam_list.json").stat().st_size}
+    (results,) = [a for a in artifacts.values() if a["type"] == "results"]
+    assert {"evaluation.csv", "summary.csv", "speedup.csv", "config.yaml"} <= set(results["files"])

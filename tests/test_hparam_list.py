@@ -566,7 +566,9 @@ def test_wandb_offline_logging_reads_back(tmp_path, monkeypatch, synthetic_eval)
     media = run_dirs[0] / "files" / "media" / "table" / "hparam_list"
     (entries_file,) = media.glob("entries_*.table.json")
     table = json.loads(entries_file.read_text())
-    assert table["columns"] == ["rank", "config_id", "hparams"] and [r[1] for r in table["data"]] == [2, 0]
+    # one typed column per hyperparameter (sortable and plottable in W&B), not one JSON string
+    assert table["columns"] == ["rank", "config_id", "lr"] and [r[1] for r in table["data"]] == [2, 0]
+    assert [r[2] for r in table["data"]] == [0.01, 0.1]
     (curve_file,) = media.glob("curves_cv_table_*.table.json")
     curve = pd.DataFrame(**json.loads(curve_file.read_text()))
     assert curve.columns.tolist() == ["step", "lineKey", "lineVal"]

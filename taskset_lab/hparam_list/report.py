@@ -139,21 +139,60 @@ def format_table(summary: pd.DataFrame, ks: Sequence[int] = (1, 3, 10), scheme: 
     return "\n".join([title, line(head), rule, *map(line, body)])
 
 
-def log_to_wandb(run: Any, evaluation_summary: pd.DataFrame, hparam_list: Mapping[str, Any],
-                 prefix: str = "hparam_list", ks: Sequence[int] = (1, 3, 10)) -> None:
-    """Log curves, the list and headline numbers to a W&B run.
+def _cell(value: Any) -> Any:
+    """A table cell as W&B takes it: numbers as numbers, NaN as null, anything else as JSON text."""
+    value = _plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value, sort_keys=True)
 
+
+def entries_frame(hparam_list: Mapping[str, Any]) -> pd.DataFrame:
+    """The list as a table: ``rank``, ``config_id``, then one typed column per hyperparameter
+    (sorted by name; a value an entry lacks is null)."""
+    entries = list(hparam_list.get("entries", []))
+    keys = sorted({k for e in entries for k in e.get("hparams", {})})
+    rows = [{"rank": int(e["rank"]), "config_id": int(e["config_id"]),
+             **{k: _cell(e["hparams"].get(k)) for k in keys}} for e in entries]
+    return pd.DataFrame(rows, columns=["rank", "config_id", *keys])
+
+
+def _table(frame: pd.DataFrame) -> Any:
+    import wandb
+
+    return wandb.Table(columns=[str(c) for c in frame.columns],
+                       data=[[_cell(v) for v in row] for row in frame.itertuples(index=False, name=None)])
+
+
+def _method_order(methods: Sequence[str]) -> list[str]:
+    present = set(methods)
+    return [m for m in METHOD_LABELS if m in present] + sorted(present - set(METHOD_LABELS))
+
+
+def log_to_wandb(run: Any, evaluation_summary: pd.DataFrame, hparam_list: Mapping[str, Any],
+                 prefix: str = "hparam_list", ks: Sequence[int] = (1, 3, 10),
+                 evaluation: pd.DataFrame | None = None, images: Mapping[str, str | Path] | None = None,
+                 list_path: str | Path | None = None, speedup: pd.DataFrame | None = None) -> None:
+    """Log the list, its evaluation and headline numbers to a W&B run (one ``log`` call).
+
+    * ``{prefix}/entries``: the list, one typed column per hyperparameter (sortable, plottable);
     * ``{prefix}/curves_<scheme>``: a line plot of mean held-out loss vs trials per method;
-    * ``{prefix}/summary``: the summary table; ``{prefix}/entries``: the list;
-    * ``run.summary["{prefix}/<scheme>/<method>/k<k>"]`` for ``k`` in ``ks``.
+    * ``{prefix}/summary``: the summary table (per scheme, method and k: mean over folds...);
+    * with ``evaluation``: ``{prefix}/evaluation`` (every fold, method and k) and, for
+      leave-one-family-out, ``{prefix}/families`` (its rows) with a line plot per held-out
+      family ``{prefix}/family/<family>`` (value vs trials per method);
+    * with ``speedup``: ``{prefix}/speedup``; with ``images``: ``{prefix}/plots/<name>``;
+    * with ``list_path``: ``hparam_list.json`` as an artifact of type ``hparam_list``;
+    * ``run.summary["{prefix}/<scheme>/<method>/k<k>"]`` for each ``k`` in ``ks``.
     """
     import wandb
 
     logged: dict[str, Any] = {}
     for scheme in evaluation_summary["scheme"].unique():
         part = evaluation_summary[evaluation_summary["scheme"] == scheme]
-        methods = [m for m in METHOD_LABELS if m in set(part["method"])]
-        methods += sorted(set(part["method"]) - set(METHOD_LABELS))  # reference lists
+        methods = _method_order(list(part["method"]))
         xs, ys = [], []
         for m in methods:
             rows = part[part["method"] == m].sort_values("k")
@@ -166,11 +205,34 @@ def log_to_wandb(run: Any, evaluation_summary: pd.DataFrame, hparam_list: Mappin
         logged[f"{prefix}/curves_{scheme}"] = wandb.plot.line_series(
             xs=xs, ys=ys, keys=[METHOD_LABELS.get(m, m) for m in methods],
             title=f"held-out normalized loss vs trials ({scheme})", xname="trials")
-    table = wandb.Table(columns=["rank", "config_id", "hparams"],
-                        data=[[int(e["rank"]), int(e["config_id"]), json.dumps(e["hparams"], sort_keys=True)]
-                              for e in hparam_list.get("entries", [])])
-    logged[f"{prefix}/entries"] = table
-    logged[f"{prefix}/summary"] = wandb.Table(dataframe=evaluation_summary.reset_index(drop=True))
+    logged[f"{prefix}/entries"] = _table(entries_frame(hparam_list))
+    logged[f"{prefix}/summary"] = _table(evaluation_summary.reset_index(drop=True))
+    if evaluation is not None and len(evaluation):
+        logged[f"{prefix}/evaluation"] = _table(evaluation.reset_index(drop=True))
+        lofo = evaluation[evaluation["held_out_family"].notna()] if "held_out_family" in evaluation else evaluation[:0]
+        if len(lofo):
+            logged[f"{prefix}/families"] = _table(lofo.reset_index(drop=True))
+            for family, part in lofo.groupby("held_out_family", sort=True):
+                methods = _method_order(list(part["method"]))
+                xs, ys = [], []
+                for m in methods:
+                    rows = part[part["method"] == m].groupby("k", sort=True)["value"].mean()
+                    xs.append([int(k) for k in rows.index])
+                    ys.append([float(v) for v in rows.to_numpy()])
+                logged[f"{prefix}/family/{family}"] = wandb.plot.line_series(
+                    xs=xs, ys=ys, keys=[METHOD_LABELS.get(m, m) for m in methods],
+                    title=f"normalized loss vs trials, held-out family {family}", xname="trials")
+    if speedup is not None and len(speedup):
+        logged[f"{prefix}/speedup"] = _table(speedup.reset_index(drop=True))
+    for name, path in (images or {}).items():
+        if Path(path).is_file():
+            logged[f"{prefix}/plots/{name}"] = wandb.Image(str(path))
     run.log(logged)
     run.summary[f"{prefix}/length"] = len(hparam_list.get("entries", []))
     run.summary[f"{prefix}/optimizer"] = str(hparam_list.get("optimizer", ""))
+    if list_path is not None and Path(list_path).is_file():
+        artifact = wandb.Artifact(f"{prefix}-{hparam_list.get('optimizer', 'list')}", type="hparam_list",
+                                  metadata={"optimizer": str(hparam_list.get("optimizer", "")),
+                                            "length": len(hparam_list.get("entries", []))})
+        artifact.add_file(str(list_path), name=LIST_FILE)
+        run.log_artifact(artifact)

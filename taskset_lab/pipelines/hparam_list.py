@@ -60,7 +60,6 @@ class HparamListPipeline(Pipeline):
         from taskset_lab.hparam_list import (build_hparam_list, evaluate_hparam_list, format_table,
                                              hparams_frame, learn_hparam_list, normalization_info,
                                              task_families, write_report)
-        from taskset_lab.pipelines.building import build_loggers, finish_loggers
         from taskset_lab.viz.plots import plot_hparam_list_results
 
         cfg, hl = self.cfg, self.cfg.hparam_list
@@ -112,13 +111,7 @@ class HparamListPipeline(Pipeline):
         plots = plot_hparam_list_results(evaluation.evaluation, self.output_dir)
         table = format_table(evaluation.summary, ks=ks, speedup=evaluation.speedup,
                              reference_speedup=evaluation.reference_speedup)
-        loggers = build_loggers(cfg)
-        for lg in loggers:
-            if type(lg).__name__ == "WandbLogger":
-                from taskset_lab.hparam_list import log_to_wandb
-
-                log_to_wandb(lg.experiment, evaluation.summary, hlist, ks=ks)
-        finish_loggers(loggers)
+        self.log_dashboard(hlist, evaluation, ks, plots, paths, norm)
         print(table)
         if no_progress:  # reported apart: such a task only adds noise to every row above
             print(f"{len(no_progress)} of {len(tasks)} tasks where no run beats initialization "
@@ -127,3 +120,34 @@ class HparamListPipeline(Pipeline):
         print(f"outputs in {self.output_dir}")
         return {"hparam_list": hlist, "paths": {k: str(v) for k, v in paths.items()},
                 "plots": [str(p) for p in plots], "table": table, "no_progress_tasks": no_progress}
+
+    def log_dashboard(self, hlist: dict[str, Any], evaluation: Any, ks: list[int],
+                      plots: list[Path], paths: dict[str, Path], norm: Any) -> None:
+        """With ``logger=wandb``: one run (job type HPARAM_LIST) named after what varies, with the
+        flat config and the store's shape as config, the list as a typed table, the evaluation per
+        fold and per family as tables and line plots, the plots as images, ``hparam_list.json``
+        and the result tables as artifacts, and the summary at every ``hparam_list.ks``."""
+        from taskset_lab.hparam_list import log_to_wandb
+        from taskset_lab.pipelines import dashboards as dash
+
+        cfg = self.cfg
+        if dash.wandb_node(cfg) is None:
+            return
+        config = dash.flat_config(cfg)
+        config.update({"store.tasks": len(hlist["tasks"]), "store.task_families": len(hlist["task_families"]),
+                       "store.configs": int(norm["config_id"].nunique()) if "config_id" in norm else None,
+                       "list.optimizer": hlist["optimizer"], "list.length": len(hlist["entries"])})
+        name = dash.run_name(cfg, describe=[str(hlist["optimizer"]), f"hparam_list.length={len(hlist['entries'])}"])
+        run = dash.start_run(cfg, job_type="HPARAM_LIST", config=config, name=name)
+        if run is None:
+            return
+        try:
+            log_to_wandb(run, evaluation.summary, hlist, ks=ks, evaluation=evaluation.evaluation,
+                         images={p.stem: p for p in plots}, list_path=paths["hparam_list"], speedup=evaluation.speedup)
+        except Exception as exc:  # noqa: BLE001 - the results are written already; W&B never loses them
+            dash.warn_failed("logging the hparam list", exc)
+        results = [p for k, p in paths.items() if k not in ("hparam_list", "normalized_losses")]
+        dash.log_artifact(run, f"hparam_list_results-{cfg.expr_name}", "results",
+                          [*results, self.output_dir / "config.yaml"])
+        dash.save_file(run, self.output_dir / "config.yaml", "tasklab/config.yaml")
+        dash.finish_run(run)

@@ -171,7 +171,9 @@ def check_devices(cfg: Any) -> None:
 
 
 def check_loggers(cfg: Any) -> None:
-    """CURVES writes a Parquet store and no per-step metrics: a logger there is refused, not ignored."""
+    """W&B needs a login or offline mode. CURVES writes a Parquet store and no per-step metrics
+    of one model: it logs to W&B (a run per shard, pipelines/curves_dashboard.py) and any
+    other logger there is refused, not ignored."""
     from omegaconf import OmegaConf
 
     from taskset_lab.errors import ConfigError
@@ -180,10 +182,11 @@ def check_loggers(cfg: Any) -> None:
     problem = wandb_login_problem(loggers)
     if problem:
         raise ConfigError("logger", problem)
-    if OmegaConf.select(cfg, "pipeline", default=None) == "CURVES" and loggers:
-        raise ConfigError("logger", f"CURVES logs to no experiment tracker (it writes a curve store and "
-                                    f"curves_summary.json); got {', '.join(loggers)}; use logger=none, or "
-                                    f"pipeline=HPARAM_LIST logger=wandb to log the learned list")
+    others = [name for name in (loggers or {}) if name != "wandb"]
+    if OmegaConf.select(cfg, "pipeline", default=None) == "CURVES" and others:
+        raise ConfigError("logger", f"CURVES logs to W&B only (a run per shard with the collection's tables; it "
+                                    f"has no per-step metrics of one model for {', '.join(others)}); use "
+                                    f"logger=wandb or logger=none")
 
 
 def wandb_login_problem(loggers: Any) -> str | None:
@@ -292,9 +295,11 @@ def check_override_meaning(overrides: Sequence[str] | None) -> None:
     pipeline reads (``+seed=42``, ``+experiment=foo``), and ``trainer.max_epochs`` (tasklab
     runs are bounded by ``total_steps``). Every problem is named in one line."""
     problems = []
+    removed = {override_key(o) for o in overrides or [] if o.startswith("~")}  # `~key +key=...` replaces it
     for override in overrides or []:
         key = override_key(override)
-        if override.startswith("+") and not override.startswith("++") and "." not in key and key not in ADDABLE_KEYS:
+        if override.startswith("+") and not override.startswith("++") and "." not in key and key not in ADDABLE_KEYS \
+                and key not in removed:
             hint = f"use {RENAMED_KEYS[key]}=" if key in RENAMED_KEYS else "no tasklab pipeline reads it"
             problems.append(f"'{override}' adds a key that does nothing ({hint})")
         if key == "trainer.max_epochs":

@@ -186,3 +186,49 @@ def test_hparam_list_run_has_typed_list_evaluation_tables_plots_and_the_list_art
     assert list_artifact["files"] == {"hparam_list.json": (out / "hparam_list.json").stat().st_size}
     (results,) = [a for a in artifacts.values() if a["type"] == "results"]
     assert {"evaluation.csv", "summary.csv", "speedup.csv", "config.yaml"} <= set(results["files"])
+
+
+# -- CURVES -------------------------------------------------------------------------------------
+def test_curves_shard_run_has_collection_config_task_table_sampled_curves_and_manifest(offline, monkeypatch):
+    from taskset_lab.curves.store import read_curves, read_runs
+    from taskset_lab.pipelines import curves_dashboard
+
+    monkeypatch.setattr(curves_dashboard, "MAX_CONFIGS", 3)
+    out = offline / "run"
+    summary = run_pipeline(compose("curves_quickstart", [
+        "task_set=tiny", f"task_set.families={TWO_FAMILIES}", "search_space.num_configs=5", "total_steps=10",
+        "eval_every=5", "learner.eval_batches=1", "progress=false", "num_shards=2", "shard_index=0",
+        f"output_dir={out}", "logger=wandb", "logger.wandb.project=tasklab-test"]))
+    (run,) = offline_runs(out)
+    info = read_offline_run(run)
+    assert info["job_type"] == "CURVES" and info["group"] == "curves_quickstart"
+    assert info["name"] == "curves_quickstart nadamw search_space.num_configs=5 shard 0/2"
+    config = info["config"]
+    assert config["collection.num_configs"] == 5 and config["collection.total_steps"] == 10
+    assert config["collection.num_shards"] == 2 and config["collection.tasks"] == 6
+    assert config["collection.optimizer"] == "nadamw" and isinstance(config["collection.divergence_factor"], float)
+    # this shard's tasks (work items 0, 2 and 4 of six: one chunk per task), with their best losses
+    runs, curves = read_runs(out / "curves"), read_curves(out / "curves")
+    tasks = read_offline_table(run, "curves/tasks")
+    assert list(tasks.columns) == ["task", "family", "configs", "replicas", "runs", "diverged_fraction",
+                                   *[f"best_{s}" for s in SPLITS], "initial_train", "seconds"]
+    order = list(dict.fromkeys(runs.sort_values("task")["task"]))
+    assert len(tasks) == 3 == summary["parts_done"] and set(tasks["task"]) <= set(order)
+    for row in tasks.itertuples():
+        mine = curves[curves["task"] == row.task]
+        assert row.best_valid_inner == pytest.approx(mine["valid_inner"].min(), rel=1e-6)
+        assert row.diverged_fraction == pytest.approx((runs[runs["task"] == row.task]["status"] == "diverged").mean())
+        assert row.configs == 5
+    # the curves, three of five configs per task (first and last kept), every step
+    sampled = read_offline_table(run, "curves/curves")
+    assert list(sampled.columns) == ["task", "config_id", "replica", "step", *SPLITS]
+    for task, part in sampled.groupby("task"):
+        assert sorted(part["config_id"].unique()) == [0, 2, 4] and sorted(part["step"].unique()) == [0, 5, 10]
+    s = read_offline_summary(run)
+    assert s["curves/runs"] == 15 and s["curves/parts_done"] == 3 and s["progress/tasks_done"] == 3
+    assert s["progress/config_steps"] == 150 and s["progress/config_steps_per_s"] > 0
+    assert s[f"curves/plot/{tasks['task'].iloc[0]}_table/_type"] == "table-file"
+    manifest = [a for a in read_offline_artifacts(run).values() if a["type"] == "curve_store_manifest"]
+    assert len(manifest) == 1
+    assert manifest[0]["files"]["manifest.json"] == (out / "curves" / "manifest.json").stat().st_size
+    assert {"config_shard-0-of-2.yaml", "curves_summary_shard-0-of-2.json"} <= set(manifest[0]["files"])

@@ -155,8 +155,8 @@ def test_bad_paths_devices_loggers_and_stores_are_one_line(tmp_path):
                                         f"output_dir={tmp_path / 'o2'}"], tmp_path))
     assert "nadamw, not adam8p" in line
     # the CLI prints any TasklabError as one line (tests/test_cli.py); these are raised before a run starts
-    with pytest.raises(TasklabError, match="'logger'.*CURVES"):
-        run_pipeline(compose("curves_quickstart", ["logger=wandb", f"output_dir={tmp_path / 'o3'}"]))
+    with pytest.raises(TasklabError, match="'logger'.*CURVES logs to W&B only.*tensorboard"):  # W&B is allowed
+        run_pipeline(compose("curves_quickstart", ["logger=tensorboard", f"output_dir={tmp_path / 'o3'}"]))
     if not torch.cuda.is_available():
         with pytest.raises(TasklabError, match="'learner.device'.*no CUDA GPU"):
             run_pipeline(compose("curves_quickstart", ["learner.device=cuda", f"output_dir={tmp_path / 'o4'}"]))

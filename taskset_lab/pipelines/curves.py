@@ -28,11 +28,45 @@ class CurvesPipeline(Pipeline):
     def run(self) -> dict[str, Any]:
         # shards of a multirun share output_dir: each keeps its own config and summary
         suffix = shard_suffix(self.cfg)
-        self.save_config(f"config{suffix}.yaml")
-        summary = run_collection(self.cfg, Path(str(self.cfg.curves_dir)))
-        path = self.write_json(f"curves_summary{suffix}.json", summary)
-        log.info("%s -> %s", format_summary(summary), path)
+        config_path = self.save_config(f"config{suffix}.yaml")
+        store = Path(str(self.cfg.curves_dir))
+        run = self.start_dashboard()
+        try:
+            summary = run_collection(self.cfg, store)
+            path = self.write_json(f"curves_summary{suffix}.json", summary)
+            log.info("%s -> %s", format_summary(summary), path)
+            self.log_dashboard(run, store, summary, [config_path, path])
+        finally:
+            from taskset_lab.pipelines.dashboards import finish_run
+
+            finish_run(run)
         return summary
+
+    def start_dashboard(self) -> Any:
+        """With ``logger=wandb``: this shard's W&B run (pipelines/curves_dashboard.py), started
+        before the collection so its runtime covers it; None otherwise."""
+        from taskset_lab.pipelines import dashboards as dash
+        from taskset_lab.pipelines.curves_dashboard import collection_config
+
+        if dash.wandb_node(self.cfg) is None:
+            return None
+        spec = collection_spec(self.cfg)
+        shard = "" if spec.num_shards == 1 else f" shard {spec.shard_index}/{spec.num_shards}"
+        name = dash.run_name(self.cfg, describe=[spec.optimizer, f"search_space.num_configs={spec.num_configs}"],
+                             suffix=shard)
+        return dash.start_run(self.cfg, job_type="CURVES", name=name,
+                              config=collection_config(self.cfg, spec, len(task_specs(self.cfg))))
+
+    def log_dashboard(self, run: Any, store: Path, summary: dict[str, Any], files: list[Path]) -> None:
+        if run is None:
+            return
+        from taskset_lab.curves.collect import work_items
+        from taskset_lab.pipelines.curves_dashboard import log_collection
+
+        spec, tasks = collection_spec(self.cfg), task_specs(self.cfg)
+        items = [it for it in work_items(tasks, summary["optimizer"], spec.num_configs, spec.replicas,
+                                         spec.chunk_size) if it.index % spec.num_shards == spec.shard_index]
+        log_collection(run, store, summary, [t.name for t in tasks], items, spec.total_steps, files)
 
 
 def collection_spec(cfg: DictConfig) -> CollectionSpec:

@@ -56,7 +56,8 @@ Scalar = bool | int | float | str | None
 
 
 # -- config --------------------------------------------------------------------------------
-def _is_scalar(value: Any) -> bool:
+def is_scalar(value: Any) -> bool:
+    """A value W&B and TensorBoard take as it is (None, bool, int, float, str)."""
     return value is None or isinstance(value, (bool, int, float, str))
 
 
@@ -83,12 +84,12 @@ def _flatten(node: Any, prefix: str, out: dict[str, Any], skip: Sequence[str]) -
                 continue
             _flatten(value, f"{prefix}.{key}" if prefix else str(key), out, ())
     elif isinstance(node, (list, tuple)):
-        if all(_is_scalar(v) for v in node):
+        if all(is_scalar(v) for v in node):
             out[prefix] = list(node)
         else:
             for i, value in enumerate(node):
                 _flatten(value, f"{prefix}.{i}", out, ())
-    elif _is_scalar(node):
+    elif is_scalar(node):
         out[prefix] = node
     else:  # numpy scalars, paths, enums
         item = getattr(node, "item", None)
@@ -383,7 +384,7 @@ def is_tensorboard(logger: Any) -> bool:
     return type(logger).__name__ == "TensorBoardLogger"
 
 
-__all__ = ["artifact_name", "finish_run", "flat_config", "is_tensorboard", "line_plot", "log_artifact",
+__all__ = ["artifact_name", "finish_run", "flat_config", "is_scalar", "is_tensorboard", "line_plot", "log_artifact",
            "log_images", "log_table", "run_group", "run_name", "save_file", "set_summary", "start_loggers",
            "start_run", "table_of", "tensorboard_hparams", "tensorboard_value", "varying_overrides",
            "wandb_node", "wandb_run_of", "warn_failed"]

@@ -109,6 +109,27 @@ class LearnedOptimizerFamily(OptimizerFamily):
                       torch.zeros(fan_out, dtype=torch.float64)]
         return torch.cat(parts)
 
+    #: the feature a hand-designed start follows (:meth:`designed_theta`)
+    designed_feature: int = 0
+
+    def designed_theta(self) -> Tensor:
+        """Weights whose MLP outputs ``d = x_f`` (the normalized feature
+        :attr:`designed_feature`) and ``s = 0``: a hand-designed optimizer to start meta-training
+        from (``small_fc_lopt``: Adam's direction m/sqrt(v), normalized per tensor;
+        ``mlp_lopt``: momentum β = 0.9, normalized per tensor). Through the ReLUs:
+        ``d = relu(x_f) - relu(-x_f)``."""
+        parts = []
+        for i, (fan_in, fan_out) in enumerate(self.layer_sizes):
+            w = torch.zeros(fan_in, fan_out, dtype=torch.float64)
+            if i == 0:
+                w[self.designed_feature, 0], w[self.designed_feature, 1] = 1.0, -1.0
+            elif i < len(self.layer_sizes) - 1:
+                w[0, 0], w[1, 1] = 1.0, 1.0
+            else:
+                w[0, 0], w[1, 0] = 1.0, -1.0
+            parts += [w.reshape(-1), torch.zeros(fan_out, dtype=torch.float64)]
+        return torch.cat(parts)
+
     def sample(self, seed: int) -> dict[str, Any]:
         """A freshly initialized optimizer (``seed`` draws the weights) at the default ``lr``."""
         return {"lr": self.default_lr, "theta": self.init_theta(seed).tolist()}
@@ -188,6 +209,7 @@ class MLPLOptFamily(LearnedOptimizerFamily):
     state_names = tuple(f"m{i}" for i in range(6))
     num_features = 2 + 6
     hidden_size, hidden_layers = 32, 2
+    designed_feature = 4  # the β = 0.9 momentum
 
     def features(self, p, g, state):
         m = _rolling(_stacked(state, "m", 6), g, torch.tensor(self.decays, dtype=g.dtype, device=g.device))
@@ -207,6 +229,7 @@ class SmallFcLOptFamily(LearnedOptimizerFamily):
     state_names = ("m0", "m1", "m2", "v0", "r0", "r1", "r2", "c0", "c1", "c2")
     num_features = 2 + 3 + 1 + 3 + 1 + 3 + 5 * 3
     hidden_size, hidden_layers = 4, 2
+    designed_feature = 6  # m/sqrt(v + 1e-6) with the β = 0.9 momentum: Adam's direction
 
     def features(self, p, g, state):
         t = lambda xs: torch.tensor(xs, dtype=g.dtype, device=g.device)  # noqa: E731

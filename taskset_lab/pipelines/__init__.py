@@ -15,6 +15,7 @@ PIPELINES: dict[str, str] = {
     "MTL": "taskset_lab.pipelines.mtl:MTLPipeline",
     "TRANSFER": "taskset_lab.pipelines.transfer:TransferPipeline",
     "TASKS": "taskset_lab.pipelines.tasks:TasksPipeline",
+    "META_TRAIN": "taskset_lab.pipelines.meta_train:MetaTrainPipeline",
     "REPLAY": "taskset_lab.pipelines.replay:ReplayPipeline",
 }
 _REGISTRY: Registry[str] = Registry("pipeline")

@@ -214,3 +214,74 @@ def test_random_search_replay_matches_exact_expectation(store):
     tol = 4 * curves.std(axis=0) / np.sqrt(seeds) + 1e-12
     assert (np.abs(curves.mean(axis=0) - exact) <= tol).all(), (curves.mean(axis=0), exact, tol)
     assert curves[:, -1] == pytest.approx(exact[-1])  # all 4 configs tried: no randomness left
+
+
+@pytest.mark.parametrize("strategy", ["random", "list", "tpe", "asha", "list_asha", "hyperband", "bohb"])
+def test_every_strategy_pays_for_what_it_sees(strategy):
+    """One worker: trials run one after another, a trial's results arrive at its start plus the
+    steps it has trained, each fidelity only after all before it, with the table's values."""
+    rng = np.random.default_rng(1)
+    select = np.sort(rng.uniform(0, 1.5, size=(4, 4)), axis=1)[:, ::-1].copy()
+    report = select + 0.01
+    space, bb = _hand_blackbox(select, report)
+    mf = MultiFidelity(max_t=4, grace_period=1, reduction_factor=2, brackets=2)
+    obs = run_replay(bb, scheduler_factory(strategy, space, bb.configuration_space, 3, mf, hparam_list=[2, 0, 3, 1],
+                                           list_asha_entries=2), budget=20, seed=3).observations
+    assert len(obs) >= 5
+    end = 0.0
+    for _, trial in obs.groupby("trial", sort=True):
+        steps = trial["step"].to_numpy()
+        assert list(steps) == list(range(1, len(steps) + 1))  # no fidelity skipped
+        start = trial["time"].iloc[0] - steps[0]
+        assert start == pytest.approx(end)  # the single worker is never idle nor doubly used
+        np.testing.assert_allclose(trial["time"], start + steps)
+        c = int(trial["config"].iloc[0])
+        np.testing.assert_array_equal(trial["select"], select[c, steps - 1])
+        np.testing.assert_array_equal(trial["report"], report[c, steps - 1])
+        end = float(trial["time"].iloc[-1])
+    if strategy == "list":
+        assert obs.drop_duplicates("trial")["config"].tolist()[:4] == [2, 0, 3, 1]
+
+
+def test_mf_prior_bench_export_reads_back_equal_to_store(store, tmp_path):
+    from taskset_lab.replay.mfpbench_export import export_mf_prior_bench, read_mf_prior_bench_table
+
+    paths = export_mf_prior_bench(store, tmp_path / "mfp")
+    assert sorted(p.name for p in paths) == [f"{t}-toyopt_4_replica2.parquet" for t, _ in TASKS]
+    curves, runs = read_curves(store), read_runs(store)
+    for task, _ in TASKS:
+        table = read_mf_prior_bench_table(tmp_path / "mfp", task, "toyopt", 4, 2, na_with_inf=False)
+        assert table.index.names == ["id", "epoch"] and len(table) == 4 * 5
+        # the mean over replicas as TaskSet's processing takes it (np.mean: a NaN replica makes NaN)
+        mean = curves[curves.task == task].groupby(["config_id", "step"])[list(SPLITS)].agg(
+            lambda x: float(np.mean(x.to_numpy(dtype=np.float64))))
+        for (cid, step), row in mean.iterrows():
+            got = table.loc[(cid, step + 1)]
+            assert got["step"] == step
+            np.testing.assert_allclose([got["train_loss"], got["valid1_loss"], got["valid2_loss"], got["test_loss"]],
+                                       row.to_numpy(dtype=float), rtol=1e-6, equal_nan=True)
+            hp = json.loads(runs[(runs.task == task) & (runs.config_id == cid)]["hparams"].iloc[0])
+            assert got["lr"] == hp["lr"] and bool(got["nesterov"]) == hp["nesterov"]
+        # the loader's own steps: NaN -> inf, and without step 0 the epochs start at 1 again
+        loaded = read_mf_prior_bench_table(tmp_path / "mfp", task, "toyopt", 4, 2, remove_zero_step=True)
+        assert len(loaded) == 4 * 4 and (loaded["step"] > 0).all()
+        assert loaded.index.get_level_values("epoch").min() == 1
+        assert not loaded[["valid1_loss", "test_loss"]].isna().any().any()
+    diverged = read_mf_prior_bench_table(tmp_path / "mfp", "taskA", "toyopt", 4, 2)
+    assert np.isinf(diverged.loc[(1, 5), "valid1_loss"])  # config 1 diverged at step 3 in one replica
+
+
+def test_seconds_clock_costs():
+    """clock=seconds: each config's measured seconds per step, scaled so an average full run costs T."""
+    from taskset_lab.replay.benchmark import task_costs
+    from taskset_lab.replay.fidelity import FidelityValues
+
+    steps = np.array([2, 4])
+    fv = FidelityValues(tasks=["a"], families=["f"], config_ids=np.arange(2), steps=steps,
+                        select=np.zeros((1, 2, 2)), report=np.zeros((1, 2, 2)), cap=1.5)
+    seconds = np.array([[1.0, 3.0]])  # config 1 is three times slower
+    cost = task_costs(fv, "seconds", seconds, total_steps=4)
+    np.testing.assert_allclose(cost[0], [[1.0, 2.0], [3.0, 6.0]])  # mean full run (2 s) = 4 units
+    np.testing.assert_allclose(task_costs(fv, "steps", None, 4)[0], [[2, 4], [2, 4]])
+    with pytest.raises(ValueError, match="seconds"):
+        task_costs(fv, "seconds", np.array([[1.0, np.nan]]), total_steps=4)

@@ -36,6 +36,7 @@ def test_replay_pipeline_outputs_and_list_equals_hparam_list(tmp_path, monkeypat
         f"curves_dir={store}", f"output_dir={out}", "collect_if_missing=false", "progress=false",
         "replay.strategies=[random,list,asha,list_asha]", "replay.seeds=2", "replay.budget=4",
         "replay.budgets=[1,2,4]", "replay.folds=3", "replay.list_asha_entries=2", "replay.export.syne_tune=true",
+        "replay.export.mf_prior_bench=true",
         "logger=wandb", "logger.wandb.project=tasklab-test"]))
     curves = pd.read_csv(out / "anytime_curves.csv")
     assert set(curves["method"]) == {"random", "list", "asha", "list_asha", "random_exact"}
@@ -60,6 +61,7 @@ def test_replay_pipeline_outputs_and_list_equals_hparam_list(tmp_path, monkeypat
     from syne_tune.blackbox_repository.blackbox_tabular import deserialize
 
     assert sorted(deserialize(str(out / "syne_tune"))) == tasks
+    assert len(list((out / "mf_prior_bench").glob("*.parquet"))) == len(tasks)
     (run,) = offline_runs(out)
     logged = read_offline_table(run, "replay/table")
     assert len(logged) == len(table) and set(logged["method"]) == set(table["method"])

@@ -130,6 +130,11 @@ class ReplayPipeline(Pipeline):
 
             paths["syne_tune"] = export_syne_tune(store, self.output_dir / "syne_tune", optimizer=arrays.optimizer,
                                                   tasks=tasks)
+        if bool(OmegaConf.select(cfg, "replay.export.mf_prior_bench", default=False)):
+            from taskset_lab.replay.mfpbench_export import export_mf_prior_bench
+
+            export_mf_prior_bench(store, self.output_dir / "mf_prior_bench", optimizer=arrays.optimizer, tasks=tasks)
+            paths["mf_prior_bench"] = self.output_dir / "mf_prior_bench"
         loggers = build_loggers(cfg)
         for lg in loggers:
             if type(lg).__name__ == "WandbLogger":

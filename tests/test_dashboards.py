@@ -232,3 +232,50 @@ def test_curves_shard_run_has_collection_config_task_table_sampled_curves_and_ma
     assert len(manifest) == 1
     assert manifest[0]["files"]["manifest.json"] == (out / "curves" / "manifest.json").stat().st_size
     assert {"config_shard-0-of-2.yaml", "curves_summary_shard-0-of-2.json"} <= set(manifest[0]["files"])
+
+
+# -- TRANSFER -----------------------------------------------------------------------------------
+def test_transfer_trials_and_the_aggregate_run_compare_methods(offline, one_thread):
+    from test_transfer import tiny, write_list
+
+    list_path = write_list(offline / "hparam_list.json")
+    out = offline / "run"
+    for trial, logger in (("list:0", "wandb"), ("adam_default:0", "none"), ("list:1", "none")):
+        run_pipeline(compose("transfer_quickstart", tiny(out, list_path, f"trial={trial}", "pair=pydoc_transformer",
+                                                         f"logger={logger}", "logger.wandb.project=tasklab-test"
+                                                         if logger == "wandb" else "logger=none")))
+    run_pipeline(compose("transfer_quickstart", tiny(out, list_path, "trial=aggregate", "pair=pydoc_transformer",
+                                                     "logger=wandb", "logger.wandb.project=tasklab-test")))
+    trial_dir = out / "pydoc_transformer" / "trials" / "list-k000"
+    (trial_run,) = offline_runs(trial_dir)
+    info = read_offline_run(trial_run)
+    assert info["group"] == "transfer_quickstart/pydoc_transformer" and info["job_type"] == "TRANSFER"
+    config = info["config"]
+    assert config["trial.method"] == "list" and config["trial.k"] == 0 and config["trial.pair"] == "pydoc_transformer"
+    assert config["trial.optimizer.hparams.lr"] == pytest.approx(3e-3) and config["total_steps"] == 2
+    record = json.loads((out / "pydoc_transformer" / "trials" / "list-k000.json").read_text())
+    summary = read_offline_summary(trial_run)
+    assert summary["final/test"] == pytest.approx(record["test"], rel=1e-6) and summary["diverged"] == 0
+    # the aggregate run: the methods side by side, a plot per pair, the results as an artifact
+    # (every run aggregates what is finished: the trial run with logger=wandb made one too)
+    runs = [r for r in offline_runs(out) if not r.is_relative_to(out / "pydoc_transformer")]
+    (agg,) = [r for r in runs if read_offline_run(r)["config"]["trial"] == "aggregate"]
+    info = read_offline_run(agg)
+    assert info["name"] == "transfer_quickstart/transfer" and info["group"] == "transfer_quickstart"
+    assert info["config"]["results.methods"] == 2 and info["config"]["total_steps"] == 2
+    compare = read_offline_table(agg, "transfer/compare")
+    assert list(compare.columns) == ["pair", "method", "trials", "test_loss@k1", "test_loss@k3", "test_loss@k5",
+                                     "valid_loss@k1", "valid_loss@k3", "valid_loss@k5", "diverged"]  # table_ks
+    table = pd.read_csv(out / "transfer.csv").set_index(["method", "k"])
+    rows = compare.set_index("method")
+    assert set(rows.index) == {"list", "adam_default"} and rows.loc["list", "trials"] == 2
+    assert rows.loc["list", "test_loss@k1"] == pytest.approx(table.loc[("list", 1), "test_loss"])
+    assert pd.isna(rows.loc["list", "test_loss@k3"])  # two list trials only: null, not a number
+    assert rows.loc["list", "diverged"] == pytest.approx(table.loc[("list", 2), "diverged"])
+    s = read_offline_summary(agg)
+    assert s["transfer/pydoc_transformer/list/k1"] == pytest.approx(table.loc[("list", 1), "test_loss"])
+    assert s["transfer/plot/pydoc_transformer_table/_type"] == "table-file"
+    assert any(p.startswith("media/images/transfer_plot") for p in read_offline_files(agg))
+    (results,) = [a for a in read_offline_artifacts(agg).values() if a["type"] == "results"]
+    assert {"transfer.csv", "summary.json", "pydoc_transformer/trials/list-k000.json",
+            "pydoc_transformer/trials/adam_default-k000.json"} <= set(results["files"])

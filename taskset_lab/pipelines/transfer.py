@@ -225,20 +225,21 @@ class TransferPipeline(Pipeline):
         return summary
 
     def _log_wandb(self, table: Any, plot: Any) -> None:
-        """With ``logger=wandb``: one more run (``<expr_name>/transfer``) with the table and plot."""
-        node = OmegaConf.select(self.cfg, "logger.wandb", default=None)
-        if node is None or not len(table):
+        """With ``logger=wandb``: one more run (job type TRANSFER, ``<expr_name>/transfer``,
+        grouped with the experiment) comparing the methods (pipelines/transfer_dashboard.py)."""
+        from taskset_lab.pipelines import dashboards as dash
+        from taskset_lab.pipelines.transfer_dashboard import log_comparison
+
+        if dash.wandb_node(self.cfg) is None or not len(table):
             return
-        from hydra.utils import instantiate
-
-        from taskset_lab.pipelines.building import finish_loggers
-
-        logger = instantiate(node, name=f"{self.cfg.expr_name}/transfer", group=str(self.cfg.expr_name))
-        clean = table.replace([math.inf, -math.inf], float("nan"))
-        logger.log_table(key="transfer", dataframe=clean)
-        if plot is not None:
-            logger.log_image(key="transfer_plot", images=[str(plot)])
-        finish_loggers([logger])
+        ks = [int(k) for k in OmegaConf.select(self.cfg, "table_ks", default=[1, 3, 10])]
+        config = dash.flat_config(self.cfg)
+        config.update({"results.trials": int(table.groupby(["pair", "method"])["trials_used"].max().sum()),
+                       "results.pairs": int(table["pair"].nunique()), "results.methods": int(table["method"].nunique())})
+        run = dash.start_run(self.cfg, job_type="TRANSFER", config=config, name=f"{self.cfg.expr_name}/transfer",
+                             save_dir=dash.wandb_node(self.cfg).get("save_dir") or self.results_dir)
+        log_comparison(run, table, ks, plot, self.results_dir)
+        dash.finish_run(run)
 
 
 def check_divergence_multiple(pair: DictConfig, where: str) -> None:

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from taskset_lab import files
 from taskset_lab.errors import ConfigError
+from taskset_lab.pipelines import dashboards as dash
 from taskset_lab.pipelines.building import build_callbacks, build_loggers, finish_loggers, instantiate_field
 from taskset_lab.transfer.methods import TrialSpec, optimizer_spec
 from taskset_lab.transfer.module import DIVERGENCE_MULTIPLE, TransferModule
@@ -168,8 +169,30 @@ def _trial_config(cfg: DictConfig, trial_dir: Path, pair_name: str, spec: TrialS
         wandb = OmegaConf.select(trial_cfg, "logger.wandb")
         if wandb is not None:
             wandb.name = f"{cfg.expr_name}/{pair_name}/{spec}"
-            wandb.group = f"{cfg.expr_name}/{pair_name}"
+            wandb.group = f"{dash.run_group(cfg)}/{pair_name}"  # a pair's trials together (a multirun's too)
     return trial_cfg
+
+
+def trial_hparams(cfg: DictConfig, pair_name: str, spec: TrialSpec, opt: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's config for the loggers: the flat composed config, the trial (pair, method, k,
+    repeat) and its optimizer's settings (``trial.optimizer.<key>``), numbers as numbers."""
+    hp = dash.flat_config(cfg)
+    hp.update({"trial.pair": pair_name, "trial.method": spec.method, "trial.k": int(spec.k),
+               "trial.repeat": int(spec.repeat), "trial.name": str(spec)})
+    hp.update(dash.flat_config(json.loads(json.dumps(dict(opt), default=str)), prefix="trial.optimizer"))
+    return hp
+
+
+def log_trial_results(loggers: list[Any], hparams: Mapping[str, Any], final: Mapping[str, Any], diverged: bool,
+                      steps: int, seconds: float) -> None:
+    """The trial's final losses where trials are compared: W&B summary, TensorBoard HParams metrics."""
+    metrics = {f"final/{k}": float(v) for k, v in final.items()
+               if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metrics.update({"diverged": float(diverged), "steps": float(steps), "seconds": float(seconds)})
+    for logger in loggers:
+        if dash.is_tensorboard(logger):
+            dash.tensorboard_hparams(logger, hparams, metrics, step=steps)
+    dash.set_summary(dash.wandb_run_of(loggers), metrics)
 
 
 def _final_row(curve: list[dict[str, float]]) -> dict[str, float]:
@@ -224,7 +247,13 @@ def _train_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path
                             divergence_multiple=OmegaConf.select(pair, "divergence_multiple",
                                                                  default=DIVERGENCE_MULTIPLE),
                             divergence_bound=OmegaConf.select(pair, "divergence_bound", default=None))
-    loggers = build_loggers(trial_cfg)
+    loggers = dash.start_loggers(build_loggers(trial_cfg))  # a W&B run that cannot start: one line, no W&B
+    hparams = trial_hparams(cfg, pair_name, spec, opt)
+    for logger in loggers:
+        try:
+            logger.log_hyperparams(hparams)
+        except Exception as exc:  # noqa: BLE001 - a tracker's failure never stops a trial
+            dash.warn_failed(f"{type(logger).__name__}: logging the hparams", exc)
     callbacks = build_callbacks(trial_cfg)
     accumulate = int(OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1) or 1)
     checkpointing = any(type(c).__name__ == "ModelCheckpoint" for c in callbacks)
@@ -252,9 +281,10 @@ def _train_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path
         trainer.validate(module, datamodule=datamodule, verbose=False)  # the end of training is evaluated
     seconds = time.perf_counter() - start
     steps = int(trainer.global_step)
-    finish_loggers(loggers)
     final = _final_row(module.curve)
     diverged = module.diverged_step is not None
+    log_trial_results(loggers, hparams, final, diverged, steps, seconds)
+    finish_loggers(loggers)
     record = {"pair": pair_name, "method": spec.method, "k": spec.k, "repeat": spec.repeat, "trial": str(spec),
               "optimizer": json.loads(json.dumps(opt, default=str)), "status": "diverged" if diverged else "done",
               "diverged_step": module.diverged_step, "steps": steps, "seconds": seconds,

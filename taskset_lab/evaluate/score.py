@@ -37,10 +37,12 @@ from taskset_lab.engine.driver import train_population
 from taskset_lab.engine.single import OptimizerSpec, train_single
 from taskset_lab.evaluate.metrics import AdamEnvelope, ema, interval_estimates, performance_profiles, profile_score
 from taskset_lab.evaluate.metrics import steps_to_target as first_step_at
+from taskset_lab.optim.hparam_list import LOPT_BASELINE_LRS
 from taskset_lab.tasks.base import Task
 
-#: the baseline's learning rates: 10^-5 … 10^0 in half decades
-ADAM_LRS: tuple[float, ...] = tuple(float(10.0 ** e) for e in np.arange(-5.0, 0.25, 0.5))
+#: the baseline's learning rates: learned_optimization's (1e-7, 3e-7, 1e-6, …, 0.3, 1), the
+#: EVALUATE pipeline's built-in ``adam_lr_grid``
+ADAM_LRS: tuple[float, ...] = LOPT_BASELINE_LRS
 #: the baseline family (TF Adam with only the learning rate free)
 BASELINE_FAMILY = "adam1p"
 
@@ -69,14 +71,21 @@ def adam_baseline(task: Task, total_steps: int, eval_every: int, lrs: Sequence[f
     configs = [{"lr": float(lr)} for lr in lrs]
     runs = [train_population(task, BASELINE_FAMILY, configs, total_steps, eval_every, eval_batches=eval_batches,
                              replica=int(seed), dtype=dtype, compile=False) for seed in seeds]
-    steps = np.asarray(runs[0].steps, dtype=float)
     curves = {split: np.stack([r.losses[split].double().numpy() for r in runs], axis=1)
               for split in runs[0].losses}  # [lrs, seeds, evaluations]
-    baseline = AdamBaseline(task.name, steps, tuple(float(lr) for lr in lrs), tuple(int(s) for s in seeds), curves,
+    return baseline_from_curves(task.name, np.asarray(runs[0].steps, dtype=float), lrs, seeds, curves)
+
+
+def baseline_from_curves(task: str, steps: np.ndarray, lrs: Sequence[float], seeds: Sequence[int],
+                         curves: Mapping[str, np.ndarray]) -> AdamBaseline:
+    """The baseline of ``task`` from Adam's curves (``curves[split]``: ``[learning rates, seeds,
+    evaluations]`` at ``steps``), computed here or read from a baseline store."""
+    baseline = AdamBaseline(task, np.asarray(steps, dtype=float), tuple(float(lr) for lr in lrs),
+                            tuple(int(s) for s in seeds), dict(curves),
                             AdamEnvelope.from_curves(steps, curves["train"]), math.nan)
-    target = float(_best_mean_curve(baseline).min())
+    target = float(best_mean_curve(baseline).min())
     if not math.isfinite(target):
-        raise ValueError(f"{task.name}: every learning rate of the Adam baseline diverged: no target")
+        raise ValueError(f"{task}: every learning rate of the Adam baseline diverged: no target")
     return dataclasses.replace(baseline, target=target)
 
 
@@ -129,7 +138,7 @@ def evaluate_optimizer(optimizer: OptimizerSpec, tasks: Sequence[Task], total_st
     return frame, aggregate(frame, baselines, reps=reps)
 
 
-def _best_mean_curve(baseline: AdamBaseline) -> np.ndarray:
+def best_mean_curve(baseline: AdamBaseline) -> np.ndarray:
     """The best seed-mean training loss over learning rates at each evaluation (NaN curves left out)."""
     mean = baseline.curves["train"].mean(axis=1)
     return np.where(np.isnan(mean), np.inf, mean).min(axis=0)
@@ -142,7 +151,7 @@ def aggregate(frame: pd.DataFrame, baselines: Mapping[str, AdamBaseline], reps: 
     median_speedup = per_task["speedup"].median()
     ours = per_task["steps_to_target"].median().to_numpy(dtype=float)
     # tuned Adam reaches its own target at the first step its best seed-mean curve does
-    adam = np.array([first_step_at(baselines[t].steps, _best_mean_curve(baselines[t]), baselines[t].target)
+    adam = np.array([first_step_at(baselines[t].steps, best_mean_curve(baselines[t]), baselines[t].target)
                      for t in median_speedup.index])
     times = np.where(np.vstack([ours, adam]) == 0, 1.0, np.vstack([ours, adam]))  # reached at step 0: one step
     taus, rho = performance_profiles(times)

@@ -13,6 +13,10 @@ Built-in lists ship with the package and are named instead of a path:
   of ``nadamw_grid_seed<N>`` are our nadamw sampler at seed N, which reproduces opt_list's
   ``nadamw_configs.json``. Entry k's ``config_id`` is N (the nadamw config id of a search
   space with ``seed_offset: 0``).
+* ``adam_lr_grid``: TaskSet's adam1p (TF Adam, only the learning rate free) at the learning
+  rates of learned_optimization's ``AdamLR_*`` baselines (``baselines/hparam_sets.py``:
+  1e-7, 3e-7, 1e-6, …, 0.3, 1), smallest first: the grid the EVALUATE pipeline tunes Adam on.
+  Entry k's ``config_id`` is k.
 """
 
 from __future__ import annotations
@@ -31,8 +35,17 @@ from taskset_lab.optim.base import FamilyOptimizer
 from taskset_lab.optim.registry import optimizer_family_names, get_optimizer_family
 from taskset_lab.optim.released import parse_released_name
 
-#: built-in list name -> the data file holding its order of released config names
-BUILTIN_LISTS = {"opt_list": "nadamw_opt_list.txt"}
+#: built-in list name -> the data file holding its order of released config names, or the
+#: name of a grid generated here (:data:`GRIDS`)
+BUILTIN_LISTS = {"opt_list": "nadamw_opt_list.txt", "adam_lr_grid": "grid"}
+
+#: learned_optimization's baseline learning rates (``AdamLR_10000_R5`` and its siblings)
+LOPT_BASELINE_LRS: tuple[float, ...] = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2,
+                                        1e-1, 3e-1, 1.0)
+#: generated built-in lists: name -> (optimizer family, hparams of each entry)
+GRIDS: dict[str, tuple[str, tuple[dict[str, float], ...]]] = {
+    "adam_lr_grid": ("adam1p", tuple({"lr": lr} for lr in LOPT_BASELINE_LRS)),
+}
 
 
 def builtin_list_names() -> list[str]:
@@ -41,6 +54,10 @@ def builtin_list_names() -> list[str]:
 
 @lru_cache(maxsize=None)
 def _builtin(name: str) -> dict[str, Any]:
+    if name in GRIDS:
+        family, grid = GRIDS[name]
+        return {"optimizer": family, "name": name, "source": f"built-in grid {name}",
+                "entries": [{"rank": k, "config_id": k, "hparams": dict(hp)} for k, hp in enumerate(grid)]}
     text = resources.files("taskset_lab.optim").joinpath("data", BUILTIN_LISTS[name]).read_text()
     names = [line.strip() for line in text.splitlines() if line.strip()]
     entries, optimizer = [], None

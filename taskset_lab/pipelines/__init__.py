@@ -17,6 +17,7 @@ PIPELINES: dict[str, str] = {
     "TASKS": "taskset_lab.pipelines.tasks:TasksPipeline",
     "META_TRAIN": "taskset_lab.pipelines.meta_train:MetaTrainPipeline",
     "REPLAY": "taskset_lab.pipelines.replay:ReplayPipeline",
+    "EVALUATE": "taskset_lab.pipelines.evaluate:EvaluatePipeline",
 }
 _REGISTRY: Registry[str] = Registry("pipeline")
 for _name, _target in PIPELINES.items():

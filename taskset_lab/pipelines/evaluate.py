@@ -1,0 +1,320 @@
+"""EVALUATE: score optimizers across a task set against learning-rate-tuned Adam, the way
+optimizer papers report it (docs/design.md §Scoring optimizers).
+
+Stages, each resumable (a killed run started again with the same ``output_dir`` skips what is
+finished):
+
+1. the tuned-Adam reference (``adam_lr_grid`` × seeds) into ``baselines_dir``, a curve store
+   reused by every evaluation that names it (its manifest refuses another horizon);
+2. every entry of ``optimizers`` into ``curves_dir`` (population entries as curve
+   collections; ``torch.optim`` entries as one job per (task, seed), ``n_jobs`` processes);
+3. scoring (cheap, redone every time): ``per_task.parquet`` (one row per optimizer, task and
+   seed), ``per_task.csv`` (medians over seeds), ``leaderboard.csv``/``.md``,
+   ``families.csv``, ``win_rates.csv``, ``evaluation_summary.json`` and the plots
+   ``profiles.png``, ``families.png``, ``curves.png``; with ``logger=wandb`` the same as a
+   W&B run's tables and images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from taskset_lab.errors import ConfigError, DataError
+from taskset_lab.pipelines.base import Pipeline
+from taskset_lab.pipelines.building import plain, read_spec
+
+log = logging.getLogger(__name__)
+
+
+class EvaluatePipeline(Pipeline):
+    name = "EVALUATE"
+    required_fields = ("expr_name", "output_dir", "curves_dir", "baselines_dir", "task_set", "optimizers",
+                       "total_steps", "eval_every", "seeds", "learner")
+
+    # -- checks -----------------------------------------------------------------------
+    def check(self) -> None:
+        from taskset_lab.evaluate.entries import parse_entries
+        from taskset_lab.evaluate.runs import check_baseline_store
+
+        problems = self.problems
+        spec = None
+        with problems:
+            spec = self.collection_spec()
+        with problems:
+            self.report_tasks()
+        with problems:
+            parse_entries(plain(self.cfg.optimizers))
+        with problems:
+            n_jobs = OmegaConf.select(self.cfg, "n_jobs", default=1)
+            if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+                raise ConfigError("n_jobs", f"must be a positive integer, got {n_jobs!r}")
+        with problems:
+            plot_tasks = OmegaConf.select(self.cfg, "plot_tasks", default=4)
+            if isinstance(plot_tasks, bool) or not isinstance(plot_tasks, int) or plot_tasks < 0:
+                raise ConfigError("plot_tasks", f"must be an integer >= 0, got {plot_tasks!r}")
+        if spec is not None:
+            with problems:
+                try:
+                    check_baseline_store(Path(str(self.cfg.baselines_dir)), spec)
+                except DataError as exc:
+                    raise ConfigError("baselines_dir", str(exc)) from None
+
+    def collection_spec(self):
+        """The run settings as a collection spec (its ``optimizer`` is set per store)."""
+        from taskset_lab.curves.spec import CollectionSpec
+        from taskset_lab.evaluate.runs import BASELINE_SPACE
+
+        view = self.cfg.copy()
+        OmegaConf.set_struct(view, False)
+        view.search_space = {"family": BASELINE_SPACE, "num_configs": 1}  # set per store when collecting
+        keys = {**CollectionSpec.CONFIG_KEYS, "replicas": "seeds"}
+        return read_spec(view, CollectionSpec, keys)
+
+    def task_split(self):
+        from taskset_lab.evaluate.split import split_tasks
+        from taskset_lab.pipelines.curves import task_specs
+
+        tasks = task_specs(self.cfg)
+        node = OmegaConf.select(self.cfg, "task_split", default=None)
+        split = plain(node) if node is not None else {}
+        if not isinstance(split, dict):
+            raise ConfigError("task_split", f"must be a mapping {{by, test, report_on}}, got {split!r}")
+        unknown = sorted(set(split) - {"by", "test", "report_on"})
+        if unknown:
+            raise ConfigError(f"task_split.{unknown[0]}", "unknown key; allowed: by, test, report_on")
+        return tasks, split_tasks(tasks, split.get("by", "none"), split.get("test") or []), \
+            split.get("report_on", "test")
+
+    def report_tasks(self):
+        from taskset_lab.evaluate.split import tasks_to_report
+
+        tasks, split, report_on = self.task_split()
+        return tasks_to_report(tasks, split, report_on), split, report_on
+
+    # -- running ----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        from taskset_lab.evaluate.entries import parse_entries
+
+        cfg = self.cfg
+        self.save_config()
+        spec = self.collection_spec()
+        tasks, split, report_on = self.report_tasks()
+        entries = parse_entries(plain(cfg.optimizers))
+        n_jobs = int(OmegaConf.select(cfg, "n_jobs", default=1))
+        out = self.output_dir
+        try:
+            collected = self.collect(spec, tasks, entries, n_jobs)
+        except KeyboardInterrupt:
+            log.warning("interrupted: every finished run is kept; the same command with output_dir=%s continues "
+                        "from there (baselines in %s)", out, cfg.baselines_dir)
+            raise
+        frame, baselines, skipped = self.score(spec, tasks, split, entries)
+        summary = self.report(frame, baselines, spec, entries, report_on, skipped, collected)
+        return summary
+
+    def locations(self, entries):
+        from taskset_lab.evaluate.runs import entry_locations
+
+        return entry_locations(entries, Path(str(self.cfg.curves_dir)), Path(str(self.cfg.baselines_dir)),
+                               self.output_dir / "entries")
+
+    def collect(self, spec, tasks, entries, n_jobs: int) -> list[dict[str, Any]]:
+        """Stages 1 and 2: the baseline store, then every entry's runs (finished parts skipped)."""
+        from taskset_lab.curves.collect import collect_curves
+        from taskset_lab.evaluate.runs import baseline_spec, collect_population, collect_torch, population_stores
+
+        curves_dir, out = Path(str(self.cfg.curves_dir)), []
+        log.info("EVALUATE: %d tasks x %d seeds, %d steps; tuned-Adam reference in %s", len(tasks), spec.replicas,
+                 spec.total_steps, self.cfg.baselines_dir)
+        out.append(collect_curves(baseline_spec(spec), tasks, Path(str(self.cfg.baselines_dir))))
+        stores, where = population_stores(entries, self.output_dir / "entries"), self.locations(entries)
+        done = set()
+        for entry in entries:
+            if where[entry.name].shared_with_baseline:
+                log.info("EVALUATE %s: the baseline's own curves (%s)", entry.name, where[entry.name].folder)
+            elif entry.on_population:
+                store = stores[entry.name]
+                if store in done:
+                    continue
+                done.add(store)
+                log.info("EVALUATE %s: %d configs of %s on the population engine", entry.name,
+                         store.num_configs, store.label)
+                out.append(collect_population(spec, tasks, store, curves_dir))
+            else:
+                out.append(collect_torch(entry, spec, tasks, where[entry.name].folder, n_jobs))
+        return out
+
+    def score(self, spec, tasks, split, entries):
+        """Stage 3: the per-(entry, task, seed) frame and the baselines it was scored against."""
+        from taskset_lab.evaluate.report import score_curves
+        from taskset_lab.evaluate.runs import BASELINE_SPACE, baseline_spec, eval_steps, load_curves
+        from taskset_lab.evaluate.score import baseline_from_curves
+        from taskset_lab.optim.hparam_list import LOPT_BASELINE_LRS
+
+        steps = eval_steps(spec.total_steps, spec.eval_every)
+        seeds = spec.replicas
+        where = self.locations(entries)
+        base = baseline_spec(spec)
+        rows, baselines, skipped = [], {}, []
+        for task in tasks:
+            name = self._stored_name(task, spec)
+            adam = load_curves(Path(str(self.cfg.baselines_dir)), BASELINE_SPACE, name, base.num_configs, seeds, steps)
+            try:
+                baselines[name] = baseline_from_curves(name, adam.steps, LOPT_BASELINE_LRS, range(seeds), adam.losses)
+            except ValueError as exc:  # every learning rate diverged: no reference on this task
+                log.warning("task %s is left out: %s", name, exc)
+                skipped.append(name)
+                continue
+            for entry in entries:
+                at = where[entry.name]
+                curves = load_curves(at.folder, at.label, name, at.num_configs, seeds, steps)
+                rows += score_curves(entry.name, name, task.family, curves.losses, curves.steps, curves.diverged,
+                                     baselines[name], entry.trials, entry.studies, split[task.name])
+        if not rows:
+            raise DataError("no task has a tuned-Adam reference (every learning rate diverged on every task)")
+        return pd.DataFrame(rows), baselines, skipped
+
+    @staticmethod
+    def _stored_name(task, spec) -> str:
+        """The name a task's curves carry in the store (a stand-in run says so in its name)."""
+        if task.config is None and spec.offline_data != "substitute":
+            return task.name
+        return task.build(data_dir=spec.data_dir, download=spec.download, offline_data=spec.offline_data).name
+
+    def report(self, frame: pd.DataFrame, baselines, spec, entries, report_on: str, skipped: list[str],
+               collected: list[dict[str, Any]]) -> dict[str, Any]:
+        from taskset_lab.evaluate.report import (families, format_leaderboard, leaderboard, leaderboard_markdown,
+                                                 per_task_summary, win_rates)
+        from taskset_lab.evaluate.runs import summarize_collection
+        from taskset_lab.files import atomic_path, write_csv_atomic, write_text_atomic
+        from taskset_lab.optim.hparam_list import LOPT_BASELINE_LRS
+
+        out = self.output_dir
+        with atomic_path(out / "per_task.parquet", keep_suffix=True) as tmp:
+            frame.to_parquet(tmp, index=False)
+        write_csv_atomic(out / "per_task.csv", per_task_summary(frame))
+        board = leaderboard(frame, baselines)
+        write_csv_atomic(out / "leaderboard.csv", board)
+        fam = families(frame)
+        write_csv_atomic(out / "families.csv", fam)
+        wins = win_rates(frame)
+        write_csv_atomic(out / "win_rates.csv", wins.reset_index())
+        settings = {"expr_name": str(self.cfg.expr_name), "tasks": int(frame["task"].nunique()),
+                    "report_on": report_on, "seeds": spec.replicas, "total_steps": spec.total_steps,
+                    "baseline_lrs": len(LOPT_BASELINE_LRS)}
+        write_text_atomic(out / "leaderboard.md", leaderboard_markdown(board, settings))
+        plots = self.plot(frame, board, fam, baselines)
+        table = format_leaderboard(board)
+        print(f"\nEVALUATE: {settings['tasks']} tasks ({report_on}), {spec.replicas} seeds, {spec.total_steps} steps; "
+              f"speedup over learning-rate-tuned Adam (1 = as fast), normalized test loss (0 = tuned Adam's best)\n"
+              f"{table}\n(tuned Adam's own profile score: {board.attrs['profile_score_tuned_adam']:.3f})")
+        if skipped:
+            print(f"left out (every Adam learning rate diverged, no reference): {', '.join(skipped)}")
+        summary = {"tasks": settings["tasks"], "seeds": spec.replicas, "total_steps": spec.total_steps,
+                   "report_on": report_on, "skipped_tasks": skipped,
+                   "profile_score_tuned_adam": board.attrs["profile_score_tuned_adam"],
+                   "leaderboard": board.to_dict(orient="records"), "collection": summarize_collection(collected),
+                   "plots": [str(p) for p in plots]}
+        self.write_json("evaluation_summary.json", summary)
+        self.log_wandb(frame, board, fam, plots, summary)
+        log.info("EVALUATE done: results in %s", out)
+        return summary
+
+    def plot(self, frame: pd.DataFrame, board: pd.DataFrame, fam: pd.DataFrame, baselines) -> list[Path]:
+        from taskset_lab.evaluate.report import TUNED_ADAM
+        from taskset_lab.viz.evaluation import plot_families, plot_profiles, plot_task_curves
+
+        out = self.output_dir
+        taus, rho, names = board.attrs["profiles"]
+        order = list(dict.fromkeys(frame["optimizer"]))
+        scores = [*(float(board.set_index("optimizer").loc[n, "profile_score"]) for n in order),
+                  board.attrs["profile_score_tuned_adam"]]
+        paths = [plot_profiles(taus, rho, names, out / "profiles.png", scores), plot_families(fam, out / "families.png")]
+        n = int(OmegaConf.select(self.cfg, "plot_tasks", default=4))
+        if n:
+            curves = self._plot_curves(frame, baselines, n)
+            envelopes = {t: (baselines[t].envelope.steps, baselines[t].envelope.losses) for t in curves}
+            paths.append(plot_task_curves(curves, envelopes, out / "curves.png"))
+        assert TUNED_ADAM in names
+        return paths
+
+    def _plot_curves(self, frame: pd.DataFrame, baselines, n: int) -> dict[str, dict[str, tuple]]:
+        """The seed-mean training curve of each entry's pick on the first ``n`` tasks, smoothed
+        as the scores read it (EMA over evaluations)."""
+        from taskset_lab.curves.store import read_curves
+        from taskset_lab.evaluate.entries import parse_entries
+        from taskset_lab.evaluate.metrics import ema
+
+        entries = parse_entries(plain(self.cfg.optimizers))
+        where = self.locations(entries)
+        out: dict[str, dict[str, tuple]] = {}
+        for task in list(dict.fromkeys(frame["task"]))[:n]:
+            out[task] = {}
+            for entry in entries:
+                picks = frame[(frame["task"] == task) & (frame["optimizer"] == entry.name)]
+                curves = read_curves(where[entry.name].folder, tasks=task, optimizers=where[entry.name].label,
+                                     splits="train")
+                chosen = [curves[(curves["config_id"] == c) & (curves["replica"] == s)].sort_values("step")
+                          for c, s in zip(picks["config"], picks["seed"])]
+                steps = chosen[0]["step"].to_numpy(dtype=float)
+                mean = np.mean([c["train"].to_numpy(dtype=float) for c in chosen], axis=0)
+                out[task][entry.name] = (steps, ema(mean))  # smoothed as the envelope and the score are
+        return out
+
+    def log_wandb(self, frame: pd.DataFrame, board: pd.DataFrame, fam: pd.DataFrame, plots: list[Path],
+                  summary: dict[str, Any]) -> None:
+        """With ``logger=wandb``: one run with the leaderboard, the per-task and per-family tables,
+        the plots and the result files as an artifact. A run that cannot start is one warning."""
+        node = OmegaConf.select(self.cfg, "logger.wandb", default=None)
+        if node is None:
+            return
+        try:
+            import wandb
+
+            run = wandb.init(project=node.get("project", "taskset_lab"), name=str(self.cfg.expr_name),
+                             group=node.get("group"), job_type="EVALUATE", dir=str(self.output_dir),
+                             config=flat_config(self.cfg), reinit=True)
+        except Exception as exc:  # noqa: BLE001 - W&B failing to start never loses the results
+            log.warning("W&B run could not start (%s: %s); the results are in %s", type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "", self.output_dir)
+            return
+        try:
+            run.log({"leaderboard": wandb.Table(dataframe=board), "per_task": wandb.Table(dataframe=frame),
+                     "families": wandb.Table(dataframe=fam),
+                     **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})
+            for row in summary["leaderboard"]:
+                run.summary[f"{row['optimizer']}/speedup_iqm"] = row["speedup_iqm"]
+                run.summary[f"{row['optimizer']}/profile_score"] = row["profile_score"]
+            artifact = wandb.Artifact(f"{self.cfg.expr_name}-evaluation", type="evaluation")
+            for name in ("leaderboard.csv", "leaderboard.md", "per_task.parquet", "families.csv", "win_rates.csv",
+                         "evaluation_summary.json"):
+                artifact.add_file(str(self.output_dir / name))
+            run.log_artifact(artifact)
+        finally:
+            run.finish()
+
+
+def flat_config(cfg: Any) -> dict[str, Any]:
+    """The resolved config as one flat mapping of dotted keys to typed values (numbers stay numbers)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, list):
+            flat[prefix] = str(node) if any(isinstance(v, (dict, list)) for v in node) else node
+        else:
+            flat[prefix] = node
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    walk("", container)
+    return flat
+

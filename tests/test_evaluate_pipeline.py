@@ -1,0 +1,203 @@
+"""EVALUATE end to end on two tiny tasks: the known ranking, a diverging optimizer as a miss,
+the population path equal to the one-at-a-time path (float64), the baseline store reused and
+refused when its horizon differs, bad input as one line (exit 2, nothing written), a kill -9
+then the same command completing the run without redoing finished work, and the scoring
+recomputed by hand from the stored curves."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import compose, kill_tasklab, run_tasklab
+from taskset_lab.cli import run_pipeline
+from taskset_lab.curves.store import list_parts, read_curves
+from taskset_lab.evaluate.entries import parse_entries
+from taskset_lab.evaluate.metrics import AdamEnvelope, ema
+
+TASKS = "task_set.fixed=[TwoD_Bowl10,quadratic_family_seed8]"
+SMALL = [TASKS, "total_steps=20", "eval_every=5", "seeds=2", "learner.eval_batches=1", "n_jobs=1",
+         "progress=false", "plot_tasks=2", "learner.dtype=float64", "learner.device=cpu"]
+ENTRIES = ("+optimizers={"
+           "frozen: {_target_: torch.optim.Adam, lr: 1e-9},"
+           "blown: {_target_: torch.optim.SGD, lr: 1e6},"
+           "adam1p_alone: {_target_: taskset_lab.optim.Adam1p, lr: 0.03, total_steps: 20},"
+           "adam1p_population: {family: adam1p, hparams: {lr: 0.03}},"
+           "adam_tuned: {list: adam_lr_grid, k: 15},"
+           "opt_list@3: {list: opt_list, k: 3},"
+           "nadamw@4x2: {search_space: nadamw, trials: 4, studies: 2}}")
+
+
+def _args(out, baselines=None, entries=ENTRIES):
+    return [*SMALL, "~optimizers", entries, f"output_dir={out}", f"baselines_dir={baselines or out / 'baselines'}"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluate")
+    summary = run_pipeline(compose("evaluate_quickstart", _args(out)))
+    return out, summary
+
+
+def _frame(out):
+    return pd.read_parquet(out / "per_task.parquet")
+
+
+def test_a_known_ranking_is_recovered_and_a_diverging_optimizer_is_a_miss(evaluated):
+    out, summary = evaluated
+    frame = _frame(out)
+    assert len(frame) == 7 * 2 * 2  # entries x tasks x seeds
+    board = pd.read_csv(out / "leaderboard.csv").set_index("optimizer")
+    # Adam at 1e-9 never leaves its start: speedup ~0, normalized loss ~1, ranked below every
+    # optimizer that learns
+    frozen = frame[frame["optimizer"] == "frozen"]
+    assert frozen["speedup"].max() < 0.2 and (frozen["normalized_test"] > 0.9).all()
+    learners = ["adam_tuned", "adam1p_population", "opt_list@3", "nadamw@4x2"]
+    assert (board.loc[learners, "speedup_iqm"] > board.loc["frozen", "speedup_iqm"]).all()
+    assert board.index[-1] in ("frozen", "blown")
+    # SGD at 1e6 diverges: a miss everywhere, never a good score
+    blown = frame[frame["optimizer"] == "blown"]
+    assert (blown["diverged"] == 1.0).all() and (blown["speedup"] == 0.0).all()
+    assert np.isinf(blown["steps_to_target"]).all() and (blown["normalized_test"] == 1.5).all()
+    assert board.loc["blown", "diverged_fraction"] == 1.0 and board.loc["blown", "profile_score"] == 0.0
+    # Adam tuned by the select split over the reference's own grid scores about 1 against it
+    assert 0.5 < board.loc["adam_tuned", "speedup_median"] <= 1.0 + 1e-9
+    for name, row in board.iterrows():
+        assert row["speedup_iqm_low"] <= row["speedup_iqm"] <= row["speedup_iqm_high"], name
+    assert set(summary) >= {"leaderboard", "tasks", "collection", "profile_score_tuned_adam"}
+    assert summary["profile_score_tuned_adam"] > 0
+    for name in ("leaderboard.md", "families.csv", "win_rates.csv", "per_task.csv", "profiles.png",
+                 "families.png", "curves.png", "evaluation_summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    md = (out / "leaderboard.md").read_text()
+    assert "| frozen |" in md and "tuned Adam" in md
+
+
+def test_population_path_equals_one_config_at_a_time(evaluated):
+    """The same adam1p config on the population engine and as a torch.optim class, float64."""
+    frame = _frame(evaluated[0]).set_index(["task", "seed"])
+    alone, population = (frame[frame["optimizer"] == n].sort_index() for n in ("adam1p_alone", "adam1p_population"))
+    for column in ("final_train", "final_test", "best_test", "speedup", "normalized_test", "steps_to_target"):
+        np.testing.assert_allclose(alone[column].to_numpy(), population[column].to_numpy(), rtol=1e-9,
+                                   err_msg=column)
+
+
+def test_scores_recomputed_by_hand_from_the_stored_curves(evaluated):
+    """The frozen entry's speedup and the tuned entry's pick, recomputed from the raw stores."""
+    out, _ = evaluated
+    frame = _frame(out)
+    task = "TwoD_Bowl10"
+    adam = read_curves(out / "baselines", tasks=task).sort_values(["config_id", "replica", "step"])
+    steps = np.sort(adam["step"].unique()).astype(float)
+    train = adam["train"].to_numpy().reshape(15, 2, len(steps))
+    envelope = AdamEnvelope.from_curves(steps, train)
+    entry = parse_entries({"frozen": {"_target_": "torch.optim.Adam", "lr": 1e-9}})[0]
+    mine = read_curves(out / "curves" / entry.label(), tasks=task).sort_values(["replica", "step"])
+    for seed in (0, 1):
+        curve = mine[mine["replica"] == seed]["train"].to_numpy()
+        expected = float(envelope.speedup(ema(curve)[-1], steps[-1]))
+        got = frame[(frame["optimizer"] == "frozen") & (frame["task"] == task) & (frame["seed"] == seed)]
+        assert got["speedup"].item() == pytest.approx(expected, rel=1e-12)
+    # the tuned entry picks, per seed, the learning rate with the lowest valid_inner loss
+    valid = adam["valid_inner"].to_numpy().reshape(15, 2, len(steps))
+    for seed in (0, 1):
+        best = int(np.argmin(np.where(np.isnan(valid[:, seed]), np.inf, valid[:, seed]).min(axis=1)))
+        got = frame[(frame["optimizer"] == "adam_tuned") & (frame["task"] == task) & (frame["seed"] == seed)]
+        assert got["config"].item() == best
+
+
+def test_rerun_reuses_everything_and_baselines_are_shared(evaluated, tmp_path):
+    out, first = evaluated
+    # a second evaluation naming the same baselines_dir trains no baseline run
+    again = run_pipeline(compose("evaluate_quickstart", _args(tmp_path / "second", out / "baselines",
+                                                              "+optimizers={frozen: {_target_: torch.optim.Adam, lr: 1e-9}}")))
+    assert again["collection"]["parts_skipped"] >= 4  # the 2 tasks x 2 seeds of the baseline
+    second = pd.read_parquet(tmp_path / "second" / "per_task.parquet")
+    firsts = _frame(out)
+    np.testing.assert_allclose(second.sort_values(["task", "seed"])["speedup"].to_numpy(),
+                               firsts[firsts["optimizer"] == "frozen"].sort_values(["task", "seed"])["speedup"]
+                               .to_numpy(), rtol=1e-12)
+
+
+def _nothing_but_hydra(out) -> bool:
+    """Nothing computed or written under ``out`` (Hydra's own record of the command aside)."""
+    return not out.exists() or {p.name for p in out.iterdir()} <= {".hydra"}
+
+
+def _one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
+
+
+def test_an_unknown_optimizer_class_is_one_line_and_nothing_is_written(tmp_path):
+    out = tmp_path / "run"
+    proc = run_tasklab(["pipeline=EVALUATE", "index=evaluate_quickstart", *SMALL, "~optimizers",
+                        "+optimizers={x: {_target_: torch.optim.NoSuchOptimizer, lr: 0.1}}",
+                        f"output_dir={out}", f"baselines_dir={tmp_path / 'baselines'}"], tmp_path)
+    assert "cannot import 'torch.optim.NoSuchOptimizer'" in _one_error_line(proc)
+    assert _nothing_but_hydra(out) and not (tmp_path / "baselines").exists()
+
+
+@pytest.mark.parametrize("entry,expected", [
+    ("{x: {_target_: torch.nn.Linear}}", "is not a torch.optim.Optimizer class"),
+    ("{x: {_target_: torch.optim.SGD, lr: -1.0}}", "fails: ValueError"),
+    ("{x: {family: nadamw, hparams: {lr: -1.0}}}", "optimizers.x.hparams"),
+    ("{x: {list: opt_list, k: 5000}}", "has 1000 entries"),
+    ("{x: {search_space: nadamw, trials: 0}}", "optimizers.x.trials"),
+    ("{x: {search_space: nadamw, trials: 2, colour: red}}", "optimizers.x.colour"),
+    ("{x: {list: opt_list, family: nadamw}}", "exactly one of"),
+])
+def test_bad_entries_are_refused_before_anything_runs(tmp_path, entry, expected):
+    from taskset_lab.errors import ConfigError
+    from taskset_lab.pipelines.evaluate import EvaluatePipeline
+
+    cfg = compose("evaluate_quickstart", [*SMALL, "~optimizers", f"+optimizers={entry}", f"output_dir={tmp_path}/run",
+                                          f"baselines_dir={tmp_path}/baselines"])
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        EvaluatePipeline(cfg).sanity_check()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_baseline_store_of_another_horizon_is_refused(evaluated, tmp_path):
+    out, _ = evaluated
+    before = sorted(p.name for p in (out / "baselines" / "curves").iterdir())
+    proc = run_tasklab(["pipeline=EVALUATE", "index=evaluate_quickstart", *SMALL, "total_steps=30",
+                        f"output_dir={tmp_path / 'run'}", f"baselines_dir={out / 'baselines'}"], tmp_path)
+    line = _one_error_line(proc)
+    assert "baselines_dir" in line and "total_steps=30" in line
+    assert _nothing_but_hydra(tmp_path / "run")
+    assert sorted(p.name for p in (out / "baselines" / "curves").iterdir()) == before
+
+
+def test_killed_then_the_same_command_completes_without_redoing_finished_work(evaluated, tmp_path):
+    """kill -9 while the torch.optim entries train; the same command then finishes, keeps the
+    parts written before the kill untouched and reports what an uninterrupted run reports."""
+    ref_out, _ = evaluated
+    out = tmp_path / "run"
+    torch_entries = ("+optimizers={frozen: {_target_: torch.optim.Adam, lr: 1e-9}, "
+                     "blown: {_target_: torch.optim.SGD, lr: 1e6}}")
+    args = ["pipeline=EVALUATE", "index=evaluate_quickstart", *_args(out, ref_out / "baselines", torch_entries)]
+    store = out / "curves"
+    rc, _, stderr = kill_tasklab(args, tmp_path,
+                                 ready=lambda: sum(len(list_parts(p)) for p in store.glob("*")) >= 1)
+    assert rc == -9, "the run finished before it could be killed: " + stderr[-1000:]
+    kept = {p: p.stat().st_mtime_ns for p in store.glob("*/curves/*.parquet")}
+    assert kept
+    proc = run_tasklab(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished parts were not trained again
+    resumed, reference = _frame(out), _frame(ref_out)
+    reference = reference[reference["optimizer"].isin(["frozen", "blown"])]
+    key = ["optimizer", "task", "seed"]
+    pd.testing.assert_frame_equal(resumed.sort_values(key).reset_index(drop=True),
+                                  reference.sort_values(key).reset_index(drop=True))
+    summary = json.loads((out / "evaluation_summary.json").read_text())
+    assert summary["tasks"] == 2 and math.isfinite(summary["profile_score_tuned_adam"])

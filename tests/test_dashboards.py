@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 
 import pandas as pd
 import pytest
@@ -240,12 +239,9 @@ def test_transfer_trials_and_the_aggregate_run_compare_methods(offline, one_thre
 
     list_path = write_list(offline / "hparam_list.json")
     out = offline / "run"
-    for trial, logger in (("list:0", "wandb"), ("adam_default:0", "none"), ("list:1", "none")):
+    for trial in ("list:0", "adam_default:0"):  # each run ends by aggregating what is finished
         run_pipeline(compose("transfer_quickstart", tiny(out, list_path, f"trial={trial}", "pair=pydoc_transformer",
-                                                         f"logger={logger}", "logger.wandb.project=tasklab-test"
-                                                         if logger == "wandb" else "logger=none")))
-    run_pipeline(compose("transfer_quickstart", tiny(out, list_path, "trial=aggregate", "pair=pydoc_transformer",
-                                                     "logger=wandb", "logger.wandb.project=tasklab-test")))
+                                                         "logger=wandb", "logger.wandb.project=tasklab-test")))
     trial_dir = out / "pydoc_transformer" / "trials" / "list-k000"
     (trial_run,) = offline_runs(trial_dir)
     info = read_offline_run(trial_run)
@@ -257,9 +253,8 @@ def test_transfer_trials_and_the_aggregate_run_compare_methods(offline, one_thre
     summary = read_offline_summary(trial_run)
     assert summary["final/test"] == pytest.approx(record["test"], rel=1e-6) and summary["diverged"] == 0
     # the aggregate run: the methods side by side, a plot per pair, the results as an artifact
-    # (every run aggregates what is finished: the trial run with logger=wandb made one too)
     runs = [r for r in offline_runs(out) if not r.is_relative_to(out / "pydoc_transformer")]
-    (agg,) = [r for r in runs if read_offline_run(r)["config"]["trial"] == "aggregate"]
+    (agg,) = [r for r in runs if read_offline_run(r)["config"]["results.methods"] == 2]  # the second aggregate
     info = read_offline_run(agg)
     assert info["name"] == "transfer_quickstart/transfer" and info["group"] == "transfer_quickstart"
     assert info["config"]["results.methods"] == 2 and info["config"]["total_steps"] == 2
@@ -268,10 +263,11 @@ def test_transfer_trials_and_the_aggregate_run_compare_methods(offline, one_thre
                                      "valid_loss@k1", "valid_loss@k3", "valid_loss@k5", "diverged"]  # table_ks
     table = pd.read_csv(out / "transfer.csv").set_index(["method", "k"])
     rows = compare.set_index("method")
-    assert set(rows.index) == {"list", "adam_default"} and rows.loc["list", "trials"] == 2
-    assert rows.loc["list", "test_loss@k1"] == pytest.approx(table.loc[("list", 1), "test_loss"])
-    assert pd.isna(rows.loc["list", "test_loss@k3"])  # two list trials only: null, not a number
-    assert rows.loc["list", "diverged"] == pytest.approx(table.loc[("list", 2), "diverged"])
+    assert set(rows.index) == {"list", "adam_default"} and rows.loc["list", "trials"] == 1
+    assert rows.loc["adam_default", "test_loss@k1"] == pytest.approx(table.loc[("adam_default", 1), "test_loss"])
+    assert rows.loc["list", "valid_loss@k1"] == pytest.approx(table.loc[("list", 1), "valid_loss"])
+    assert pd.isna(rows.loc["list", "test_loss@k3"])  # one list trial only: null, not a number
+    assert rows.loc["list", "diverged"] == 0
     s = read_offline_summary(agg)
     assert s["transfer/pydoc_transformer/list/k1"] == pytest.approx(table.loc[("list", 1), "test_loss"])
     assert s["transfer/plot/pydoc_transformer_table/_type"] == "table-file"
@@ -279,3 +275,50 @@ def test_transfer_trials_and_the_aggregate_run_compare_methods(offline, one_thre
     (results,) = [a for a in read_offline_artifacts(agg).values() if a["type"] == "results"]
     assert {"transfer.csv", "summary.json", "pydoc_transformer/trials/list-k000.json",
             "pydoc_transformer/trials/adam_default-k000.json"} <= set(results["files"])
+
+
+# -- MTL ------------------------------------------------------------------------------------------
+MTL_TINY = ["trainer=debug", "total_steps=4", "eval_every=2", "mtl_dataset.pairs_per_image=1", "backbone.hidden=[16]"]
+
+
+def test_mtl_runs_log_results_and_the_multirun_table_compares_methods(offline):
+    from omegaconf import OmegaConf, open_dict
+
+    from taskset_lab.mtl.compare import CompareTable
+
+    sweep = offline / "sweep"
+    cache = offline / "stl"
+    for i, algorithm in enumerate(("ew", "uw")):
+        run_pipeline(compose("mtl_quickstart", [*MTL_TINY, f"mtl_algorithm={algorithm}", f"output_dir={sweep / str(i)}",
+                                                f"baseline_cache_dir={cache}", "logger=wandb",
+                                                "logger.wandb.project=tasklab-test"]))
+    summary = json.loads((sweep / "0" / "summary.json").read_text())
+    (run,) = offline_runs(sweep / "0")
+    info = read_offline_run(run)
+    assert info["job_type"] == "MTL" and info["group"] == "mtl_quickstart"
+    assert info["config"]["total_steps"] == 4 and info["config"]["backbone.hidden"] == [16]
+    s = read_offline_summary(run)
+    assert s["delta_m"] == pytest.approx(summary["delta_m"]) and s["diverged"] == 0
+    assert s["final/digit_sum/mse"] == pytest.approx(summary["final"]["3"]["mse"])
+    compare = read_offline_table(run, "mtl/compare")
+    assert list(compare["method"]) == ["STL (each task alone)", "EW + AdaTaskAdam"]
+    assert compare["delta_m%"].tolist() == pytest.approx([0.0, summary["delta_m"]])
+    images = {p.split("/")[-1].split("_")[0] for p in read_offline_files(run) if p.startswith("media/images/")}
+    assert {"metrics", "rau"} <= images
+    (results,) = [a for a in read_offline_artifacts(run).values() if a["type"] == "results"]
+    assert {"metrics.csv", "final_metrics.csv", "delta_m.csv", "summary.json", "config.yaml"} <= set(results["files"])
+    # the multirun's callback: one more run with every method side by side
+    cfg = compose("mtl_quickstart", ["logger=wandb", "logger.wandb.project=tasklab-test"])
+    with open_dict(cfg):
+        cfg.hydra = OmegaConf.create({"sweep": {"dir": str(sweep)}})
+    CompareTable().on_multirun_end(cfg)
+    (cmp_run,) = [r for r in offline_runs(sweep) if r.parent.parent == sweep]
+    info = read_offline_run(cmp_run)
+    assert info["name"] == "mtl_quickstart/compare" and info["group"] == "mtl_quickstart/sweep"
+    table = read_offline_table(cmp_run, "mtl/compare")
+    assert list(table["method"]) == ["STL (each task alone)", "EW + AdaTaskAdam", "UW + AdaTaskAdam"]
+    assert table["delta_m%"].tolist() == pytest.approx(pd.read_csv(sweep / "compare.csv")["delta_m%"].tolist())
+    assert read_offline_summary(cmp_run)["delta_m%/UW + AdaTaskAdam"] == pytest.approx(
+        json.loads((sweep / "1" / "summary.json").read_text())["delta_m"])
+    (artifact,) = [a for a in read_offline_artifacts(cmp_run).values() if a["type"] == "results"]
+    assert {"compare.csv", "0/summary.json", "1/summary.json"} <= set(artifact["files"])

@@ -91,3 +91,39 @@ class CompareTable(Callback):
         print(f"\nmtl_compare on {folder} (test metrics at the last step; Δm% > 0 is better than single-task):")
         print(to_markdown(table))
         print(f"(also in {folder / 'compare.csv'} and compare.md)")
+        log_compare(config, folder, table)
+
+
+def log_compare(config: Any, folder: Path, table: pd.DataFrame) -> None:
+    """With ``logger=wandb``: one more W&B run, ``<expr_name>/compare`` in the multirun's group,
+    holding the table (``mtl/compare``), a Δm% bar chart, ``delta_m%/<method>`` summary values
+    and ``compare.csv``/``compare.md`` with every run's ``summary.json`` as an artifact. A W&B
+    failure is one warning line (the table is written already)."""
+    from omegaconf import OmegaConf
+
+    from taskset_lab.pipelines import dashboards as dash
+
+    if dash.wandb_node(config) is None:
+        return
+    name = str(OmegaConf.select(config, "expr_name", default="mtl"))
+    sweep = OmegaConf.select(config, "hydra.sweep.dir", default=None)
+    group = OmegaConf.select(config, "logger.wandb.group", default=None) or (
+        f"{name}/{Path(str(sweep)).name}" if sweep else name)
+    run = dash.start_run(config, job_type="MTL", config=dash.flat_config(config), name=f"{name}/compare",
+                         group=group, save_dir=folder)
+    if run is None:
+        return
+    dash.log_table(run, "mtl/compare", table)
+    try:
+        import wandb
+
+        bars = wandb.Table(columns=["method", "delta_m%"],
+                           data=[[str(m), float(v)] for m, v in zip(table["method"], table["delta_m%"]) if v == v])
+        run.log({"mtl/delta_m": wandb.plot.bar(bars, "method", "delta_m%", title="Δm% (positive = better than STL)")})
+    except Exception as exc:  # noqa: BLE001
+        dash.warn_failed("logging the Δm% chart", exc)
+    dash.set_summary(run, {f"delta_m%/{m}": v for m, v in zip(table["method"], table["delta_m%"])})
+    dash.log_artifact(run, f"mtl_compare-{name}", "results",
+                      [folder / "compare.csv", folder / "compare.md", *sorted(folder.glob("*/summary.json"))],
+                      root=folder)
+    dash.finish_run(run)

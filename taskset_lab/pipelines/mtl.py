@@ -141,8 +141,10 @@ class MTLPipeline(Pipeline):
                          track_au=bool(metrics.get("track_au", True)))
 
     def _fit(self, module, out: Path, with_loggers: bool) -> dict[str, Any]:
+        """Train ``module``; with ``with_loggers`` the loggers stay open (``self.loggers``) for
+        the results, :meth:`log_results` closes them."""
         cfg = self.cfg
-        loggers = build_loggers(cfg) if with_loggers else []
+        loggers = self.start_loggers() if with_loggers else []
         callbacks = build_callbacks(cfg) if with_loggers else []
         trainer_cfg = copy.deepcopy(cfg.trainer)
         extra: dict[str, Any] = {"default_root_dir": str(out)}
@@ -167,7 +169,8 @@ class MTLPipeline(Pipeline):
             finish_loggers(loggers)
             raise KeyboardInterrupt from None
         seconds = time.perf_counter() - start
-        finish_loggers(loggers)
+        if not with_loggers:
+            finish_loggers(loggers)
         self._write_records(module, out, final=module.diverged_step is None)
         return {"seconds": seconds, "steps": int(module.global_step), "diverged_step": module.diverged_step}
 
@@ -280,8 +283,59 @@ class MTLPipeline(Pipeline):
         check_baseline_values(results, root / "final_metrics.csv")
         return results, str(root)
 
+    # -- dashboards -----------------------------------------------------------------------
+    loggers: list[Any] = []
+
+    def start_loggers(self) -> list[Any]:
+        """The run's Lightning loggers, the W&B run named after what varies and grouped with
+        its multirun, a W&B logger that cannot start left out (one line), the flat config
+        logged as hyperparameters."""
+        from omegaconf import open_dict
+
+        from taskset_lab.pipelines import dashboards as dash
+
+        cfg = self.cfg
+        if dash.wandb_node(cfg) is not None:
+            with open_dict(cfg):
+                if OmegaConf.select(cfg, "logger.wandb.name", default=None) == cfg.expr_name:
+                    cfg.logger.wandb.name = dash.run_name(cfg)
+                cfg.logger.wandb.group = dash.run_group(cfg)
+        self.loggers = dash.start_loggers(build_loggers(cfg))
+        self.hparams = dash.flat_config(cfg)
+        for logger in self.loggers:
+            try:
+                logger.log_hyperparams(self.hparams)
+            except Exception as exc:  # noqa: BLE001 - a tracker's failure never stops the run
+                dash.warn_failed(f"{type(logger).__name__}: logging the hparams", exc)
+        return self.loggers
+
+    def log_results(self, summary: dict[str, Any]) -> None:
+        """The results where runs are compared (pipelines/mtl_dashboard.py), then the loggers
+        closed. A single-task (STL) run, trained without loggers, gets a W&B run of its own."""
+        from taskset_lab.pipelines import dashboards as dash
+        from taskset_lab.pipelines.mtl_dashboard import log_mtl_results
+
+        loggers, self.loggers = self.loggers, []
+        run = dash.wandb_run_of(loggers)
+        own = None
+        if not loggers and summary.get("method") == "STL":
+            own = run = dash.start_run(self.cfg, job_type="MTL", config=dash.flat_config(self.cfg))
+        try:
+            log_mtl_results(run, loggers, getattr(self, "hparams", {}), summary, self.output_dir)
+        finally:
+            finish_loggers(loggers)
+            dash.finish_run(own)
+
     # -- running --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        try:
+            return self._run()
+        finally:  # an error after training: the loggers still close (their records complete)
+            if self.loggers:
+                finish_loggers(self.loggers)
+                self.loggers = []
+
+    def _run(self) -> dict[str, Any]:
         from taskset_lab.mtl.metrics import delta_m
 
         cfg = self.cfg
@@ -341,6 +395,7 @@ class MTLPipeline(Pipeline):
                    "tasks": {t: dm.tasks[t].name for t in evaluated}, "final": final, "baseline": baseline,
                    "baseline_from": baseline_from, "delta_m": dm_value, "output_dir": str(out), **run_info}
         self.write_json("summary.json", summary)
+        self.log_results(summary)
         if run_info.get("diverged_step") is not None:
             log.warning("a task loss became non-finite at step %s; records up to there are in %s",
                         run_info["diverged_step"], out)

@@ -235,7 +235,8 @@ class TransferPipeline(Pipeline):
         ks = [int(k) for k in OmegaConf.select(self.cfg, "table_ks", default=[1, 3, 10])]
         config = dash.flat_config(self.cfg)
         config.update({"results.trials": int(table.groupby(["pair", "method"])["trials_used"].max().sum()),
-                       "results.pairs": int(table["pair"].nunique()), "results.methods": int(table["method"].nunique())})
+                       "results.pairs": int(table["pair"].nunique()),
+                       "results.methods": int(table["method"].nunique())})
         run = dash.start_run(self.cfg, job_type="TRANSFER", config=config, name=f"{self.cfg.expr_name}/transfer",
                              save_dir=dash.wandb_node(self.cfg).get("save_dir") or self.results_dir)
         log_comparison(run, table, ks, plot, self.results_dir)

@@ -235,7 +235,8 @@ def run_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path) -
         files.release(claim)
 
 
-def _train_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path, opt: dict[str, Any]) -> dict[str, Any]:
+def _train_trial(cfg: DictConfig, pair_name: str, spec: TrialSpec, results: Path,
+                 opt: dict[str, Any]) -> dict[str, Any]:
     pair = cfg.pairs[pair_name]
     total_steps, eval_every = int(cfg.total_steps), int(cfg.eval_every)
     trial_dir = results / "trials" / spec.name

@@ -42,7 +42,8 @@ def make_store(root, configs: int = 4, replicas: int = 2, total_steps: int = 4, 
                 div_at = 3 if (diverge and ti == 0 and c == 1 and r == 0) else -1
                 for s in steps:
                     base = 2.0 * np.exp(-rate * s) + 0.1 * c + 0.01 * rng.standard_normal()
-                    vals = {sp: np.float32(base + 0.05 * k + 0.01 * rng.standard_normal()) for k, sp in enumerate(SPLITS)}
+                    vals = {sp: np.float32(base + 0.05 * k + 0.01 * rng.standard_normal())
+                            for k, sp in enumerate(SPLITS)}
                     if s == 0:
                         vals = {sp: np.float32(2.0 + 0.05 * k) for k, sp in enumerate(SPLITS)}
                     if div_at >= 0 and s >= div_at:

@@ -21,5 +21,6 @@ from taskset_lab.replay.strategies import STRATEGIES, MultiFidelity, scheduler_f
 from taskset_lab.replay.syne_export import export_syne_tune, to_blackboxes
 
 __all__ = ["FidelityValues", "MultiFidelity", "ReplayResult", "ReplaySettings", "STRATEGIES", "StoreArrays",
-           "anytime", "budget_table", "export_mf_prior_bench", "export_syne_tune", "fidelity_values", "format_table", "read_mf_prior_bench_table",
-           "recorded_configs", "replay_benchmark", "run_replay", "scheduler_factory", "store_arrays", "to_blackboxes"]
+           "anytime", "budget_table", "export_mf_prior_bench", "export_syne_tune", "fidelity_values", "format_table",
+           "read_mf_prior_bench_table", "recorded_configs", "replay_benchmark", "run_replay", "scheduler_factory",
+           "store_arrays", "to_blackboxes"]

@@ -70,7 +70,8 @@ class ReplaySettings:
             out.append(("budget", f"must be at least 1 (full trials' worth of training), got {self.budget!r}"))
         bad = [b for b in self.budgets if not (isinstance(b, (int, float)) and 0 < b <= float(self.budget))]
         if bad or not self.budgets:
-            out.append(("budgets", f"must be budgets in (0, budget={self.budget}] full trials, got {list(self.budgets)}"))
+            out.append(("budgets", f"must be budgets in (0, budget={self.budget}] full trials, "
+                                   f"got {list(self.budgets)}"))
         if self.clock not in CLOCKS:
             out.append(("clock", f"must be one of {CLOCKS}, got {self.clock!r}"))
         for name in ("seeds", "n_workers", "brackets", "list_asha_entries"):

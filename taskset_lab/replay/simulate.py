@@ -20,7 +20,9 @@ Time is in *step units*: a result at step ``s`` of a trial started at ``t0`` arr
 ``t0 + s`` (``clock="steps"``), or at ``t0 + seconds_c * s / T * (T / mean full-run seconds)``
 with ``clock="seconds"`` (each config's measured seconds per step, rescaled so an average
 full run costs ``T`` units, like the step clock). With one worker the clock is the
-cumulative training paid for. Budgets are given in full-trial units (``T`` step units).
+cumulative training paid for; with ``n_workers`` it is the simulated wall clock of that many
+workers running trials side by side (up to ``n_workers`` times the training). Budgets are
+given in full-trial units (``T`` step units).
 
 What a replay returns is every observation (trial, step, select, report, time); the
 *anytime* value at time ``t`` is the report value of the trial whose latest observation

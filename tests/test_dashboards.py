@@ -51,6 +51,37 @@ def test_run_name_says_what_varies_and_group_is_the_experiment():
     assert dashboards.artifact_name("hparam list", "quick/start") == "hparam-list-quick-start"
 
 
+def test_a_multirun_job_is_named_by_its_overrides_and_grouped_with_its_sweep():
+    """In a --multirun job Hydra's config says the mode, the sweep folder and the job's own
+    overrides: the jobs of one sweep share a group apart from other sweeps, each named by what it varies."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from taskset_lab.cli import builtin_config_dir
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(builtin_config_dir()), version_base="1.3"):
+        cfg = hydra_compose(config_name="entrance", overrides=["index=train_quadratic", "optimizer.lr=0.1",
+                                                                "hydra.sweep.dir=/s/multirun_2026"],
+                            return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.overrides.task = ["pipeline=TRAIN", "index=train_quadratic", "optimizer.lr=0.1", "logger=wandb"]
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    try:
+        hydra_config.set_config(cfg)
+        assert dashboards.run_group(cfg) == "train_quadratic/multirun_2026"
+        assert dashboards.run_name(cfg) == "train_quadratic optimizer.lr=0.1"
+    finally:
+        hydra_config.cfg = before
+    assert dashboards.run_group(cfg) == "train_quadratic"  # a single run: the experiment
+
+
 # -- TRAIN ------------------------------------------------------------------------------------
 def test_train_wandb_run_has_a_full_typed_config_ranked_summary_and_its_config_file(offline):
     out = offline / "run"

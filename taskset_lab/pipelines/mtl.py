@@ -167,6 +167,7 @@ class MTLPipeline(Pipeline):
             # pass for a finished run's (a rerun would take them for a finished baseline)
             self._write_records(module, out, final=False)
             finish_loggers(loggers)
+            self.loggers = []
             raise KeyboardInterrupt from None
         seconds = time.perf_counter() - start
         if not with_loggers:

@@ -18,6 +18,8 @@ from wandb_offline import (offline_runs, read_offline_artifacts, read_offline_fi
 
 pytest.importorskip("wandb")
 SPLITS = ["train", "valid_inner", "valid_outer", "test"]
+#: a task set of six cheap tasks in two families (leave-one-family-out needs two)
+TWO_FAMILIES = "[{family:lab_quadratic,seeds:[0,3],overrides:{dim:4}},{family:lab_two_d,seeds:[0,3]}]"
 
 
 @pytest.fixture
@@ -159,15 +161,20 @@ def test_wandb_that_cannot_start_is_one_line_and_the_run_is_kept(offline, monkey
     assert pd.read_csv(out / "csv" / "metrics.csv")["loss/test"].notna().sum() == 5  # the other logger kept
     lines = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
     assert len(lines) == 1 and "wandb.init broke" in lines[0] and "\n" not in lines[0]
-    # a pipeline with a W&B run of its own (no Lightning logger) goes on the same way
+    # a pipeline with a W&B run of its own (no Lightning logger) goes on the same way: CURVES
     caplog.clear()
+    curves = offline / "curves_run"
     with caplog.at_level(logging.WARNING):
-        assert dashboards.start_run(compose("train_quadratic", ["logger=wandb"]), job_type="TRAIN") is None
-    assert len([r for r in caplog.records if "W&B" in r.getMessage()]) == 1
+        summary = run_pipeline(compose("curves_quickstart", [
+            "task_set=tiny", f"task_set.families={TWO_FAMILIES}", "search_space.num_configs=2", "total_steps=4",
+            "eval_every=2", "learner.eval_batches=1", "progress=false", f"output_dir={curves}", "logger=wandb"]))
+    assert summary["parts_done"] == 6 and json.loads((curves / "curves_summary.json").read_text())["runs"] == 12
+    lines = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert len(lines) == 1 and "starting the run failed" in lines[0]
+    assert not list(curves.rglob("offline-run-*"))
 
 
 # -- HPARAM_LIST --------------------------------------------------------------------------------
-TWO_FAMILIES = "[{family:lab_quadratic,seeds:[0,3],overrides:{dim:4}},{family:lab_two_d,seeds:[0,3]}]"
 HPARAM_TINY = ["task_set=tiny", f"task_set.families={TWO_FAMILIES}", "search_space.num_configs=6",
                "total_steps=10", "eval_every=5", "learner.eval_batches=1", "hparam_list.length=3",
                "hparam_list.folds=2", "hparam_list.tpe.enabled=false", "hparam_list.ks=[1,2]",

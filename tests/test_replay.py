@@ -200,7 +200,7 @@ def test_random_search_replay_matches_exact_expectation(store):
     bb = recorded_configs(space, fv.select[t], fv.report[t], fv.steps, np.broadcast_to(steps, fv.select[t].shape))
     sel, rep = fv.select[t, :, -1], fv.report[t, :, -1]
     mf = MultiFidelity(max_t=4, grace_period=1)
-    seeds = 120
+    seeds = 60
     curves = []
     for seed in range(seeds):
         run = run_replay(bb, scheduler_factory("random", space, bb.configuration_space, seed, mf), budget=16)

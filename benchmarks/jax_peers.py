@@ -256,3 +256,90 @@ def max_param_diff(task: Task, peer: JaxPeer, steps: int) -> float:
         raise AssertionError(f"peer parameters {sorted(params)} != ours {sorted(state.params)}")
     return max(float(np.abs(np.asarray(value) - state.params[name].numpy()).max())
                for name, value in params.items())
+
+
+def make_pes_peer(task: Task, thetas: np.ndarray, lr: float, max_steps: int) -> "Any":
+    """The JAX peer of one PES truncation (``bench_meta.py``): K members of ``small_fc_lopt``
+    (``taskset_lab.optim.learned``: same features, normalization, MLP and step), member k with
+    the weights ``thetas[k]``, on ``task``'s MLP (``lab_mlp``) from ``task.init_module(0)``'s
+    parameters and the same batches, stepped by ``jit(vmap(step))`` over the members, float32.
+    Returns an object with ``run(steps) -> (seconds, params)``. No divergence freeze.
+
+    Only jax is needed (not optax)."""
+    import jax
+    import jax.numpy as jnp
+
+    from taskset_lab.optim.learned import SMALL_FC_LOPT, TIMESCALES
+
+    fam = SMALL_FC_LOPT
+    module = task.init_module(0)
+    if not isinstance(module, MLP):
+        raise NotImplementedError("the PES peer covers lab_mlp's MLP only")
+    k = thetas.shape[0]
+    loss = MLPPeer.make_loss(MLPPeer.__new__(MLPPeer), module)
+    xs, ys = zip(*(_ImagePeer.inputs(None, module, task.data.batch("train", s)) for s in range(max_steps)))
+    xs, ys = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
+    params0 = {n: jnp.broadcast_to(p.detach().numpy(), (k,) + tuple(p.shape)) for n, p in module.named_parameters()}
+    tau = jnp.asarray(TIMESCALES, dtype=jnp.float32)
+    sizes = fam.layer_sizes
+    mom, rms, fac = (jnp.asarray(d, dtype=jnp.float32) for d in (fam.mom_decays, fam.rms_decays, fam.fac_decays))
+
+    def mlp(x, theta):
+        off = 0
+        for i, (a, b) in enumerate(sizes):
+            w = theta[off:off + a * b].reshape(a, b)
+            bias = theta[off + a * b:off + a * b + b]
+            off += a * b + b
+            x = x @ w + bias
+            if i < len(sizes) - 1:
+                x = jax.nn.relu(x)
+        return x
+
+    def update(p, g, st, t, theta):
+        m = mom * st["m"] + (1 - mom) * g[..., None]
+        v = rms * st["v"] + (1 - rms) * (g * g)[..., None]
+        rsqrt = jax.lax.rsqrt(v + 1e-6)
+        g2 = (g * g + 1e-30)[..., None]
+        if p.ndim >= 2:
+            row = fac * st["r"] + (1 - fac) * g2.mean(axis=-2, keepdims=True)
+            col = fac * st["c"] + (1 - fac) * g2.mean(axis=-3, keepdims=True)
+            rf = jax.lax.rsqrt(row / (row.mean(axis=-3, keepdims=True) + 1e-9))
+            cf = jax.lax.rsqrt(col)
+            fac_g = g[..., None] * rf * cf
+            extra = [row, col, jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(col + 1e-8), m * rf * cf]
+        else:
+            row = col = fac * st["r"] + (1 - fac) * g2
+            fac_g = g[..., None] * jax.lax.rsqrt(row)
+            extra = [row, row, jax.lax.rsqrt(row + 1e-8), jax.lax.rsqrt(row + 1e-8), m * (row + 1e-6) ** -0.5]
+        feats = jnp.concatenate([g[..., None], p[..., None], m, v, m * rsqrt, rsqrt, fac_g] + extra, axis=-1)
+        axes = tuple(range(feats.ndim - 1))
+        x = feats * jax.lax.rsqrt(1e-5 + jnp.mean(feats * feats, axis=axes, keepdims=True))
+        emb = jnp.broadcast_to(jnp.tanh((t - 1.0) / tau - 1.0), p.shape + (len(TIMESCALES),))
+        out = mlp(jnp.concatenate([x, emb], axis=-1), theta)
+        new_p = p - out[..., 0] * jnp.exp(fam.exp_mult * out[..., 1]) * lr
+        return new_p, {"m": m, "v": v, "r": row, "c": col}
+
+    def step(params, state, theta, t, x, y):
+        value, grads = jax.value_and_grad(loss)(params, x, y)
+        new_params, new_state = {}, {}
+        for n in params:
+            new_params[n], new_state[n] = update(params[n], grads[n], state[n], t, theta)
+        return new_params, new_state, value
+
+    vstep = jax.jit(jax.vmap(step, in_axes=(0, 0, 0, None, None, None)))
+    thetas_j = jnp.asarray(thetas, dtype=jnp.float32)
+
+    def zeros_state():
+        return {n: {"m": jnp.zeros(p.shape + (3,)), "v": jnp.zeros(p.shape + (1,)), "r": jnp.zeros(p.shape + (3,)),
+                    "c": jnp.zeros(p.shape + (3,))} for n, p in params0.items()}
+
+    class PESPeer:
+        def run(self, steps: int) -> tuple[float, Params]:
+            params, state = params0, zeros_state()
+            start = time.perf_counter()
+            for s in range(steps):
+                params, state, _ = vstep(params, state, thetas_j, jnp.float32(s + 1), xs[s], ys[s])
+            jax.block_until_ready(params)
+            return time.perf_counter() - start, params
+
+    return PESPeer()

@@ -161,6 +161,27 @@ class LearnedOptimizerFamily(OptimizerFamily):
                 x = torch.relu(x)
         return x
 
+    def normalized_mlp(self, feats: Tensor, emb: Tensor, theta: Tensor) -> Tensor:
+        """``mlp([normalize(feats), emb])`` (``feats [..., F]``, ``emb [11]``, the same for every
+        element) computed without building the normalized input: the normalization's per-feature
+        scale is folded into the first layer's weights and the embedding's contribution, constant
+        over the tensor, is added to its bias (the same sums, one pass less over the features)."""
+        nf = feats.shape[-1]
+        fan_in, fan_out = self.layer_sizes[0]
+        w0 = theta[:fan_in * fan_out].reshape(fan_in, fan_out)
+        b0 = theta[fan_in * fan_out:fan_in * fan_out + fan_out]
+        axes = tuple(range(feats.dim() - 1))
+        scale = torch.rsqrt(1e-5 + (feats * feats).mean(dim=axes))  # [F]
+        x = feats @ (w0[:nf] * scale.unsqueeze(-1)) + (emb @ w0[nf:] + b0)
+        offset = fan_in * fan_out + fan_out
+        for fan_in, fan_out in self.layer_sizes[1:]:
+            x = torch.relu(x)
+            w = theta[offset:offset + fan_in * fan_out].reshape(fan_in, fan_out)
+            offset += fan_in * fan_out
+            x = x @ w + theta[offset:offset + fan_out]
+            offset += fan_out
+        return x
+
     # -- the update ----------------------------------------------------------------------------
     def features(self, p: Tensor, g: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """The normalizable inputs ``[*p.shape, num_features]`` and the new state."""
@@ -175,9 +196,7 @@ class LearnedOptimizerFamily(OptimizerFamily):
             p, g = p.reshape(1), g.reshape(1)
             state = {k: v.reshape(1) for k, v in state.items()}
         feats, new_state = self.features(p, g, state)
-        x = second_moment_normalize(feats)
-        emb = step_embedding(step - 1, x.dtype).expand(p.shape + (len(TIMESCALES),))
-        out = self.mlp(torch.cat([x, emb], dim=-1), hp["theta"].to(x.dtype))
+        out = self.normalized_mlp(feats, step_embedding(step - 1, feats.dtype), hp["theta"].to(feats.dtype))
         delta = out[..., 0] * torch.exp(self.exp_mult * out[..., 1]) * hp["lr"]
         new_p = p - delta
         if scalar:

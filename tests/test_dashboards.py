@@ -111,16 +111,14 @@ def test_train_wandb_run_has_a_full_typed_config_ranked_summary_and_its_config_f
     assert list(table.columns) == ["step", *SPLITS] and list(table["step"]) == list(curve["step"])
 
 
-def test_train_tensorboard_hparams_hold_real_final_and_best_losses(tmp_path):
+def read_tensorboard(folder):
+    """The scalars (tag -> values) and the HParams experiment and session records of the event
+    files in ``folder``."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    out = tmp_path / "run"
-    run_pipeline(compose("train_quadratic", ["debug=train", f"output_dir={out}", "logger=tensorboard",
-                                             "optimizer.lr=0.05"]))
-    curve = pd.read_csv(out / "curve.csv")
     scalars, experiment, session = {}, None, None
-    for path in sorted((out / "tensorboard").glob("events.out.tfevents.*")):
+    for path in sorted(folder.glob("events.out.tfevents.*")):
         acc = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
         acc.Reload()
         for tag in acc.Tags()["scalars"]:
@@ -135,6 +133,15 @@ def test_train_tensorboard_hparams_hold_real_final_and_best_losses(tmp_path):
                 experiment = data.experiment
             if data.HasField("session_start_info"):
                 session = data.session_start_info
+    return scalars, experiment, session
+
+
+def test_train_tensorboard_hparams_hold_real_final_and_best_losses(tmp_path):
+    out = tmp_path / "run"
+    run_pipeline(compose("train_quadratic", ["debug=train", f"output_dir={out}", "logger=tensorboard",
+                                             "optimizer.lr=0.05"]))
+    curve = pd.read_csv(out / "curve.csv")
+    scalars, experiment, session = read_tensorboard(out / "tensorboard")
     assert experiment is not None and session is not None
     metrics = [m.name.tag for m in experiment.metric_infos]
     assert "hp_metric" not in metrics and "hp_metric" not in scalars
@@ -360,3 +367,14 @@ def test_mtl_runs_log_results_and_the_multirun_table_compares_methods(offline):
         json.loads((sweep / "1" / "summary.json").read_text())["delta_m"])
     (artifact,) = [a for a in read_offline_artifacts(cmp_run).values() if a["type"] == "results"]
     assert {"compare.csv", "0/summary.json", "1/summary.json"} <= set(artifact["files"])
+
+
+def test_mtl_tensorboard_hparams_hold_the_final_task_metrics(tmp_path):
+    out = tmp_path / "run"
+    summary = run_pipeline(compose("mtl_quickstart", [*MTL_TINY, f"output_dir={out}", "logger=tensorboard",
+                                                      "baseline=none"]))
+    scalars, experiment, session = read_tensorboard(out / "tensorboard")
+    assert experiment is not None and "hp_metric" not in scalars
+    assert {"final/digit_sum/mse", "final/left_digit/accuracy", "diverged"} <= {m.name.tag for m in experiment.metric_infos}
+    assert scalars["final/digit_sum/mse"] == [pytest.approx(summary["final"][3]["mse"], rel=1e-6)]
+    assert session.hparams["total_steps"].number_value == 4

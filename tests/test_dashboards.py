@@ -375,6 +375,7 @@ def test_mtl_tensorboard_hparams_hold_the_final_task_metrics(tmp_path):
                                                       "baseline=none"]))
     scalars, experiment, session = read_tensorboard(out / "tensorboard")
     assert experiment is not None and "hp_metric" not in scalars
-    assert {"final/digit_sum/mse", "final/left_digit/accuracy", "diverged"} <= {m.name.tag for m in experiment.metric_infos}
+    tags = {m.name.tag for m in experiment.metric_infos}
+    assert {"final/digit_sum/mse", "final/left_digit/accuracy", "diverged"} <= tags
     assert scalars["final/digit_sum/mse"] == [pytest.approx(summary["final"][3]["mse"], rel=1e-6)]
     assert session.hparams["total_steps"].number_value == 4

@@ -149,3 +149,25 @@ def test_bad_checkpoints_give_one_line(tmp_path):
         load_checkpoint("no_such_opt")
     with pytest.raises(DataError, match="no such file"):
         load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_shipped_optimizers_load_offline_and_train():
+    names = learned_optimizer_names()
+    assert "small_fc_lopt_digits_pes" in names, names
+    meta = load_checkpoint("small_fc_lopt_digits_pes").meta
+    assert meta["command"].startswith("tasklab pipeline=META_TRAIN") and meta["spec"]["estimator"] == "pes"
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    y = (x[:, :1] > 0).float()
+    for name in names:
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+        opt = LearnedOptimizer(model.parameters(), checkpoint=name)
+        with torch.no_grad():
+            before = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        for _ in range(100):
+            opt.zero_grad()
+            torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+            opt.step()
+        with torch.no_grad():
+            after = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        assert after < 0.8 * before, name

@@ -81,8 +81,13 @@ def _steps_done(folder) -> int:
 
 def test_kill_9_then_the_same_command_continues_the_same_trajectory(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    done = run_tasklab(ARGS + [f"output_dir={whole}"], tmp_path)
+    done = run_tasklab(ARGS + [f"output_dir={whole}", "logger=tensorboard"], tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((whole / "tensorboard").glob("events*"))))
+    events.Reload()
+    assert len(events.Scalars("meta/meta_loss")) == 8 and "meta/grad_stderr_norm" in events.Tags()["scalars"]
     code, _, _ = kill_tasklab(ARGS + [f"output_dir={killed}"], tmp_path, ready=lambda: _steps_done(killed) >= 3)
     assert code == -9 and not (killed / "learned_optimizer.pt").exists()
     again = run_tasklab(ARGS + [f"output_dir={killed}"], tmp_path)

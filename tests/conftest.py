@@ -1,4 +1,15 @@
-"""Shared test helpers: compose the real shipped configs with small overrides."""
+"""Shared test helpers: compose the real shipped configs with small overrides; the test
+layers (markers) by file.
+
+Layers (``pytest -m <layer>``; registered in pyproject.toml): ``unit`` (one module's
+behaviour on small data, the default), ``contract`` (every registered task family, fixed
+task or optimizer family keeps the same contract), ``reference`` (TaskSet's released
+configs and opt_list's optimizer entries, entry for entry), ``integration`` (pipelines and
+the ``tasklab`` command end to end, faults: kills, full disks, concurrent writers),
+``benchmark`` (one quick run of a benchmark script). ``slow`` marks the unit and contract
+tests that ``make test-fast`` leaves out. A file's own ``pytestmark`` layer wins over the
+table below.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +25,42 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 
 REPO = Path(__file__).resolve().parents[1]
+
+LAYERS = ("unit", "contract", "reference", "integration", "benchmark")
+
+#: the layer of each test file that does not say (fnmatch patterns); the rest are "unit"
+LAYER_OF_FILE: dict[str, tuple[str, ...]] = {
+    "reference": ("test_released_*.py", "test_optim_reference.py"),
+    "contract": ("test_*_contract.py",),
+    "benchmark": ("test_bench_*.py",),
+    "integration": ("test_*_pipeline.py", "test_cli.py", "test_api.py", "test_config_problems.py", "test_faults*.py",
+                    "test_train_*.py", "test_transfer.py", "test_transfer_ddp.py", "test_multirun.py",
+                    "test_dashboards*.py", "test_replay*.py", "test_run_*.py", "test_taskset_curves.py"),
+}
+
+#: unit and contract tests ``make test-fast`` leaves out (node-id prefixes): the ones that
+#: take seconds each on 2 cores (measured with ``pytest --durations``)
+SLOW: tuple[str, ...] = ()
+
+
+def _layer(filename: str) -> str:
+    import fnmatch
+
+    for layer, patterns in LAYER_OF_FILE.items():
+        if any(fnmatch.fnmatch(filename, pattern) for pattern in patterns):
+            return layer
+    return "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give every test its layer marker (by file, unless the file marks one itself) and mark
+    the slow ones."""
+    for item in items:
+        if not any(item.get_closest_marker(layer) for layer in LAYERS):
+            item.add_marker(getattr(pytest.mark, _layer(item.path.name)))
+        node = item.nodeid.split("tests/", 1)[-1]
+        if any(node.startswith(prefix) for prefix in SLOW):
+            item.add_marker(pytest.mark.slow)
 
 
 def compose(index: str, overrides: list[str] | None = None, pipeline: str | None = None):
@@ -128,3 +175,36 @@ def run_population(pop, step, state, n: int, snapshots: list | None = None):
         if snapshots is not None:
             snapshots.append({k: v.clone() for k, v in state.params.items()})
     return torch.stack(losses, 1), state
+
+
+def assert_population_equals_alone(task, configs=None, *, optimizer="adam8p", steps: int = 4, eval_every: int = 2,
+                                   eval_batches: int = 1, config_ids=None, check=None, rtol: float = 1e-10,
+                                   atol: float = 1e-12, equal_nan: bool = False, configs_differ: bool = False):
+    """Config k trained inside a float64 population equals config k trained alone with the same
+    config id (every split's curve, to ``rtol``/``atol``): the engines' shared semantics
+    (docs/design.md §One training semantics). ``configs`` default to two Adam configs that
+    differ only in the learning rate; ``check`` lists the population positions trained alone
+    (all by default); ``configs_differ`` also asserts that the first two configs' train curves
+    differ. Returns the population's result."""
+    import torch
+
+    from taskset_lab.engine import train_population, train_single
+    from taskset_lab.optim import get_optimizer_family
+    from taskset_lab.tasks import SPLITS
+
+    family = get_optimizer_family(optimizer) if isinstance(optimizer, str) else optimizer
+    if configs is None:
+        configs = [family.sample(3), dict(family.sample(3), lr=3e-3)]  # neither diverges in a few steps
+    ids = list(range(len(configs))) if config_ids is None else list(config_ids)
+    pop = train_population(task, family, configs, total_steps=steps, eval_every=eval_every,
+                           eval_batches=eval_batches, dtype=torch.float64, config_ids=ids)
+    if configs_differ:
+        assert not torch.equal(pop.losses["train"][0], pop.losses["train"][1])
+    for k in (range(len(configs)) if check is None else check):
+        alone = train_single(task, (family, configs[k]), steps, eval_every, eval_batches=eval_batches,
+                             dtype=torch.float64, config_id=ids[k])
+        assert pop.steps == alone.steps
+        for split in SPLITS:
+            torch.testing.assert_close(pop.losses[split][k], alone.losses[split][0], rtol=rtol, atol=atol,
+                                       equal_nan=equal_nan)
+    return pop

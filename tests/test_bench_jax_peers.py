@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("jax")
+pytestmark = pytest.mark.benchmark
 
 from benchmark_module import load_benchmark  # noqa: E402
 from taskset_lab.tasks import build_task, get_task_family  # noqa: E402

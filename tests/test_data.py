@@ -205,3 +205,20 @@ def test_corrupt_mnist_files_are_one_line_through_the_cli(tmp_path):
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr
     assert "dataset 'mnist'" in lines[0] and "unreadable" in lines[0] and "misc.download=true" in lines[0]
+
+
+def test_the_data_layer_does_not_import_the_task_layer():
+    """Datasets and corpora (taskset_lab.data) sit below the tasks that batch them: no module of
+    the data package imports taskset_lab.tasks, at the top or inside a function."""
+    import ast
+
+    import taskset_lab.data
+
+    offenders = []
+    for path in sorted(Path(taskset_lab.data.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n == "taskset_lab.tasks" or
+                          n.startswith("taskset_lab.tasks.")]
+    assert offenders == []

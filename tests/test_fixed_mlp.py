@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taskset_lab.engine import train_population, train_single
+from conftest import assert_population_equals_alone
+from taskset_lab.engine import train_population
 from taskset_lab.errors import DataError
-from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.fixed import mlp, mlp_ae, mlp_vae
 from taskset_lab.tasks.registry import build_fixed_task, fixed_task_names, get_task
@@ -220,11 +220,4 @@ def test_fixed_ae_and_vae_compute_taskset_losses():
                                   "FixedMLP_cifar10_Dropout05_128x128_relu_bs128"])
 def test_config_in_population_equals_config_alone_in_float64(name):
     task = _small(name, batch_size=6)
-    adam = get_optimizer_family("adam8p")
-    configs = [adam.sample(3), dict(adam.sample(3), lr=3e-3)]
-    pop = train_population(task, adam, configs, 4, 2, eval_batches=1, dtype=F64)
-    assert not torch.equal(pop.losses["train"][0], pop.losses["train"][1])
-    for k, hp in enumerate(configs):
-        alone = train_single(task, (adam, hp), 4, 2, eval_batches=1, dtype=F64, config_id=k)
-        for split in SPLITS:
-            torch.testing.assert_close(pop.losses[split][k], alone.losses[split][0], rtol=1e-10, atol=1e-12)
+    assert_population_equals_alone(task, configs_differ=True)

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from taskset_lab.engine import train_population, train_single
+from conftest import assert_population_equals_alone
+from taskset_lab.engine import train_population
 from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.fixed import synthetic_sequence as seq
@@ -281,11 +282,4 @@ def test_trains_five_steps_in_the_population_engine(name):
 @pytest.mark.parametrize("name", ["TwoD_Beale", "Copy_LSTM128_BS128_Length5_Tokens10"])
 def test_config_in_population_equals_config_alone_in_float64(name):
     fam, configs = _adam8p_configs(2)
-    task = _small(name)
-    pop = train_population(task, fam, configs, total_steps=4, eval_every=2, eval_batches=1, dtype=F64)
-    assert not torch.equal(pop.losses["train"][0], pop.losses["train"][1])  # the configs differ
-    for k, hp in enumerate(configs):
-        alone = train_single(task, (fam, hp), 4, 2, eval_batches=1, dtype=F64)
-        assert pop.steps == alone.steps
-        for split in SPLITS:
-            torch.testing.assert_close(pop.losses[split][k], alone.losses[split][0], rtol=1e-9, atol=1e-12)
+    assert_population_equals_alone(_small(name), configs, optimizer=fam, rtol=1e-9, configs_differ=True)

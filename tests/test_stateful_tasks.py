@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from taskset_lab.engine import Population, train_population, train_single
+from conftest import assert_population_equals_alone
+from taskset_lab.engine import Population, train_single
 from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS, Task, TensorData, state_names
 from taskset_lab.tasks.context import draw
@@ -81,13 +82,8 @@ CONFIGS = [get_optimizer_family("adam8p").sample(i) for i in range(4)]
 @pytest.mark.parametrize("cls", [BatchNormTask, DropoutTask, NoisyTask])
 def test_config_in_population_of_4_equals_config_alone(cls):
     task = make(cls)
-    pop = train_population(task, "adam8p", CONFIGS, total_steps=12, eval_every=4, dtype=F64,
-                           config_ids=[10, 11, 12, 13])
-    for k in (0, 3):
-        alone = train_single(task, ("adam8p", CONFIGS[k]), total_steps=12, eval_every=4, dtype=F64,
-                             config_id=10 + k)
-        for s in SPLITS:
-            torch.testing.assert_close(pop.losses[s][k], alone.losses[s][0], rtol=1e-10, atol=1e-12)
+    pop = assert_population_equals_alone(task, CONFIGS, steps=12, eval_every=4, eval_batches=4,
+                                         config_ids=[10, 11, 12, 13], check=[0, 3])
     # a different config id draws different numbers (dropout and noise tasks only)
     other = train_single(task, ("adam8p", CONFIGS[0]), total_steps=12, eval_every=4, dtype=F64, config_id=99)
     same = torch.allclose(other.losses["train"][0], pop.losses["train"][0])

@@ -19,14 +19,15 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import assert_population_equals_alone
 from taskset_lab.data.taskset_images import DATASETS, IndexedImages, taskset_image_splits
-from taskset_lab.engine import train_population, train_single
+from taskset_lab.engine import train_population
 from taskset_lab.errors import ConfigError, DataError
 from taskset_lab.optim import get_optimizer_family
-from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.context import StepContext, step_context
-from taskset_lab.tasks.families.taskset_conv import conv_stack_shapes, same_padding
-from taskset_lab.tasks.families.taskset_image import augment_images, hsv_to_rgb, random_crop, rgb_to_hsv
+from taskset_lab.tasks.families.taskset_conv import conv_stack_shapes
+from taskset_lab.tasks.layers import same_padding
+from taskset_lab.tasks.images import augment_images, hsv_to_rgb, random_crop, rgb_to_hsv
 from taskset_lab.tasks.registry import build_task, get_task, sample_task, sample_task_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -71,14 +72,8 @@ def test_seeds_0_to_7_build_offline_and_train(family):
 
 
 def _assert_population_equals_alone(task, steps: int = 6):
-    adam = get_optimizer_family("adam8p")
-    configs = [adam.sample(3), dict(adam.sample(3), lr=3e-3)]  # neither diverges in a few steps
-    pop = train_population(task, adam, configs, steps, 3, eval_batches=2, dtype=F64)
-    for k, hp in enumerate(configs):
-        alone = train_single(task, (adam, hp), steps, 3, eval_batches=2, dtype=F64, config_id=k)
-        for s in SPLITS:
-            torch.testing.assert_close(pop.losses[s][k], alone.losses[s][0], rtol=1e-9, atol=1e-12, equal_nan=True)
-    return pop
+    return assert_population_equals_alone(task, steps=steps, eval_every=3, eval_batches=2, rtol=1e-9,
+                                          equal_nan=True)
 
 
 def test_augmented_mlp_population_equals_alone_and_augmentation_is_per_config():

@@ -12,12 +12,13 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from taskset_lab.engine import train_population, train_single
+from conftest import assert_population_equals_alone
+from taskset_lab.engine import train_population
 from taskset_lab.errors import ConfigError, DataError
 from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.context import StepContext, step_context
-from taskset_lab.tasks.families.taskset_mlp_ae import sonnet_default_weight
+from taskset_lab.tasks.initializers import sonnet_default_weight
 from taskset_lab.tasks.registry import build_task, get_task, sample_task, sample_task_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest.py
@@ -189,15 +190,7 @@ def test_vae_noise_is_drawn_in_training_and_evaluation_and_fixed_per_key():
 
 
 def _population_equals_alone(task, steps: int = 4):
-    adam = get_optimizer_family("adam8p")
-    configs = [adam.sample(3), dict(adam.sample(3), lr=3e-3)]
-    pop = train_population(task, adam, configs, steps, 2, eval_batches=1, dtype=F64)
-    assert not torch.equal(pop.losses["train"][0], pop.losses["train"][1])
-    for k, hp in enumerate(configs):
-        alone = train_single(task, (adam, hp), steps, 2, eval_batches=1, dtype=F64, config_id=k)
-        for split in SPLITS:
-            torch.testing.assert_close(pop.losses[split][k], alone.losses[split][0], rtol=1e-10, atol=1e-12)
-    return pop
+    return assert_population_equals_alone(task, steps=steps, configs_differ=True)
 
 
 AUG = {"crop_amount": 1, "flip_left_right": True, "flip_up_down": False, "do_color_aug": True,

@@ -11,15 +11,18 @@ import math
 import pytest
 import torch
 
+from conftest import assert_population_equals_alone
 from taskset_lab.data import taskset_text as tt
-from taskset_lab.engine import train_population, train_single
+from taskset_lab.tasks.text_windows import TextWindowData
+from taskset_lab.engine import train_population
 from taskset_lab.errors import DataError
 from taskset_lab.optim import get_optimizer_family
 from taskset_lab.optim.base import OptimizerFamily
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.context import StepContext, step_context
 from taskset_lab.tasks.families import taskset_losg
-from taskset_lab.tasks.families.taskset_rnn_core import SonnetCore, tf_init
+from taskset_lab.tasks.layers import SonnetCore
+from taskset_lab.tasks.initializers import tf_init
 from taskset_lab.tasks.registry import build_task, sample_task, sample_task_config
 from taskset_lab.tasks.released import released_task_config
 
@@ -191,7 +194,7 @@ def test_missing_data_is_one_line_error(tmp_path):
 
 def test_windows_are_pure_and_padded():
     corpus = tt.bytes_corpus(["abcdefghij", "xy"])
-    data = tt.TextWindowData({s: corpus for s in SPLITS}, patch_length=4, batch_size=64, seed=3)
+    data = TextWindowData({s: corpus for s in SPLITS}, patch_length=4, batch_size=64, seed=3)
     a, b = data.batch("train", 5)[0], data.batch("train", 5)[0]
     assert torch.equal(a, b) and not torch.equal(a, data.batch("train", 6)[0])
     for row in a.tolist():
@@ -299,11 +302,7 @@ def test_population_matches_alone_float64(family):
     task = build_task(shrink(config, batch=3, patch=5), offline_data="substitute")
     adam = get_optimizer_family("adam8p")
     hps = [adam.sample(i) for i in range(2)]
-    pop = train_population(task, adam, hps, total_steps=4, eval_every=2, eval_batches=1, dtype=F64)
-    for k in (1,):
-        alone = train_single(task, (adam, hps[k]), 4, 2, eval_batches=1, dtype=F64, config_id=k)
-        for s in SPLITS:
-            torch.testing.assert_close(pop.losses[s][k], alone.losses[s][0], rtol=1e-9, atol=1e-12)
+    assert_population_equals_alone(task, hps, rtol=1e-9, check=[1])
     if family == "losg_tasks_family":  # the noise is per config id: same hparams, other curve
         same = train_population(task, adam, [hps[0], hps[0]], total_steps=4, eval_every=2, eval_batches=1,
                                 dtype=F64)

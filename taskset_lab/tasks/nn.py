@@ -12,7 +12,6 @@ the vmapped engine and in a plain PyTorch loop alike.
 
 from __future__ import annotations
 
-import functools
 import math
 import zlib
 from typing import Any, Callable, Mapping
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from taskset_lab.errors import ConfigError
+from taskset_lab.tasks.activations import ACTIVATIONS as TASKSET_ACTIVATIONS
 from taskset_lab.tasks.context import draw, is_training, update_state
 
 # ---------------------------------------------------------------- sampling helpers
@@ -65,14 +65,12 @@ def check_choice(config: Mapping[str, Any], key: str, options: Any, field: str |
 
 # ---------------------------------------------------------------- activations
 
+#: the ``lab_*`` families' activation names, mapped onto TaskSet's one table
+#: (:data:`taskset_lab.tasks.activations.ACTIVATIONS`); their quirk, kept so their configs
+#: stay valid: ``leaky_relu`` is TaskSet's ``leaky_relu2`` (slope 0.2)
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu,
-    "tanh": torch.tanh,
-    "cos": torch.cos,
-    "elu": F.elu,
-    "sigmoid": torch.sigmoid,
-    "swish": F.silu,
-    "leaky_relu": functools.partial(F.leaky_relu, negative_slope=0.2),
+    **{name: TASKSET_ACTIVATIONS[name] for name in ("relu", "tanh", "cos", "elu", "sigmoid", "swish")},
+    "leaky_relu": TASKSET_ACTIVATIONS["leaky_relu2"],
 }
 ACTIVATION_WEIGHTS = {"relu": 6, "tanh": 3, "cos": 1, "elu": 1, "sigmoid": 1, "swish": 1, "leaky_relu": 1}
 

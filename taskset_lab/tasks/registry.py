@@ -13,11 +13,12 @@ Both registries refuse duplicate names; a lookup miss raises
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from taskset_lab.errors import TasklabError
 from taskset_lab.registry import Registry, UnknownNameError
@@ -34,6 +35,9 @@ class TaskFamily:
     build: Builder  # (config, data_dir=None, download=False) -> Task
     fields: Mapping[str, Any] = field(default_factory=dict)  # key -> fields.Field (validation)
     derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # recompute derived keys
+    #: TaskSet's released sampler of this family (seed -> the entry TaskSet published for
+    #: ``<name>_seed<seed>``), when the family is one of TaskSet's; usually ``sample`` itself
+    released: Sampler | None = None
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,18 @@ FIXED_TASKS: Registry[FixedTask] = Registry("fixed task", _load_fixed)
 
 
 def register_task_family(name: str, sample: Sampler, build: Builder, fields: Mapping[str, Any] | None = None,
-                    derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> TaskFamily:
-    return TASK_FAMILIES.register(name, TaskFamily(name, sample, build, dict(fields or {}), derive))
+                         derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                         released: Sampler | None = None) -> TaskFamily:
+    """Register a task family (duplicates refused). ``released`` is TaskSet's sampler for a
+    family TaskSet released configs of (``released_task_config`` and the reference tests
+    use it); ``sample`` may reshape its output (``losg_tasks_family`` does)."""
+    return TASK_FAMILIES.register(name, TaskFamily(name, sample, build, dict(fields or {}), derive, released))
+
+
+def released_samplers() -> dict[str, Sampler]:
+    """``{family: TaskSet's released sampler}`` of every registered family that has one."""
+    return {name: fam.released for name in TASK_FAMILIES.names()
+            if (fam := TASK_FAMILIES.get(name)).released is not None}
 
 
 def fixed_task(name: str, kind: str) -> Callable[[Callable[..., Task]], Callable[..., Task]]:
@@ -68,6 +82,25 @@ def fixed_task(name: str, kind: str) -> Callable[[Callable[..., Task]], Callable
         return build
 
     return register
+
+
+SpecT = TypeVar("SpecT")
+
+
+def register_fixed_tasks(specs: Iterable[SpecT], build: Callable[..., Task],
+                         kind: str | Callable[[SpecT], str]) -> dict[str, SpecT]:
+    """Register one fixed task per spec of a table and return the table ``{spec.name: spec}``.
+
+    ``build(spec, data_dir=None, download=False, offline_data="error") -> Task`` builds a
+    spec's task; ``kind`` is the kind of every spec, or a function of the spec. A new fixed
+    task of an existing kind is one more spec in its module's table."""
+    table: dict[str, SpecT] = {}
+    for spec in specs:
+        name = getattr(spec, "name")
+        FIXED_TASKS.register(name, FixedTask(name, kind(spec) if callable(kind) else kind,
+                                             functools.partial(build, spec)))
+        table[name] = spec
+    return table
 
 
 def task_family_names() -> list[str]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from taskset_lab.errors import ConfigError
-from taskset_lab.tasks.families.taskset_image import (
+from taskset_lab.tasks.images import (
     ACTIVATION_FIELD,
     DATASET_FIELD,
     INIT_FIELD,
@@ -38,11 +38,13 @@ from taskset_lab.tasks.families.taskset_image import (
     build_image_task,
     nhwc_flatten,
 )
-from taskset_lab.tasks.families.taskset_mlp import MLPHead
-from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, Linear, tf_init
+from taskset_lab.tasks.activations import ACTIVATIONS
+from taskset_lab.tasks.layers import SonnetLinear, SonnetMLP, same_padding
+from taskset_lab.tasks.initializers import tf_init
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
+from taskset_lab.tasks.released.conv_fc import sample_conv_fc_family
+from taskset_lab.tasks.released.conv_pooling import sample_conv_pooling_family
 
 KERNEL = 3
 PADDINGS = ("SAME", "VALID")
@@ -58,13 +60,6 @@ def conv_output_size(n: int, stride: int, padding: str, kernel: int = KERNEL) ->
     if padding == "SAME":
         return -(-n // stride)
     return -(-(n - kernel + 1) // stride)
-
-
-def same_padding(n: int, stride: int, kernel: int = KERNEL) -> tuple[int, int]:
-    """TF's ``SAME`` padding ``(before, after)`` of one spatial dimension (extra one after)."""
-    out = -(-n // stride)
-    total = max((out - 1) * stride + kernel - n, 0)
-    return total // 2, total - total // 2
 
 
 def conv_stack_shapes(shape: Sequence[int], hidden_units: Sequence[int], strides: Sequence[Sequence[int]],
@@ -144,7 +139,7 @@ class ConvPoolingNet(nn.Module):
         self.convs = ConvStack(shape[0], c["hidden_units"], c["strides"], c["padding"], c["activation"],
                                c["use_bias"], c["w_init"])
         self.pool_type = c["pool_type"]
-        self.linear = Linear(int(c["hidden_units"][-1]), num_classes, c["w_init"])
+        self.linear = SonnetLinear(int(c["hidden_units"][-1]), num_classes, c["w_init"])
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.convs(self.input(x, self.linear.w))
@@ -158,7 +153,7 @@ class ConvFCNet(nn.Module):
         self.input = ImageInput(c["dataset"][2], c["center_data"])
         self.convs = ConvStack(shape[0], c["hidden_units"], c["strides"], c["padding"], c["activation"],
                                c["use_bias"], c["w_init"])
-        self.head = MLPHead(flat, [*c["fc_hidden_units"], num_classes], c["activation"], c["w_init"])
+        self.head = SonnetMLP(flat, [*c["fc_hidden_units"], num_classes], c["activation"], c["w_init"])
 
     def forward(self, x: Tensor) -> Tensor:
         like = self.head.layers[0].w
@@ -222,5 +217,6 @@ POOLING_FIELDS = {**CONV_FIELDS, "pool_type": Field("str", choices=POOL_TYPES)}
 FC_FIELDS = {**CONV_FIELDS, "fc_hidden_units": Field(
     "list", items="int", check=lambda v: _is_units(v, empty_ok=True), allowed="dense widths (ints >= 1), may be []")}
 
-register_task_family("conv_pooling_family", RELEASED_SAMPLERS["conv_pooling_family"], build, fields=POOLING_FIELDS)
-register_task_family("conv_fc_family", RELEASED_SAMPLERS["conv_fc_family"], build, fields=FC_FIELDS)
+register_task_family("conv_pooling_family", sample_conv_pooling_family, build, fields=POOLING_FIELDS,
+                     released=sample_conv_pooling_family)
+register_task_family("conv_fc_family", sample_conv_fc_family, build, fields=FC_FIELDS, released=sample_conv_fc_family)

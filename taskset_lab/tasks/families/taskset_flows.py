@@ -4,7 +4,7 @@ What TaskSet's built tasks compute (``task_set/tasks/nvp.py`` and ``maf.py``, on
 Probability's ``RealNVP``, ``MaskedAutoregressiveFlow``, ``Permute``, ``Chain`` and
 ``TransformedDistribution``), and what this does:
 
-* input: the image pipeline of :mod:`taskset_image` (uint8 -> [0, 1], the config's
+* input: the image pipeline of :mod:`taskset_lab.tasks.images` (uint8 -> [0, 1], the config's
   augmentation; **not** centred), flattened in NHWC order (``tf.reshape(image, [B, -1])``)
   to ``x [B, D]``, ``D = H*W*C``; then ``y = x + 0.01 * n`` with ``n ~ N(0, I)`` drawn at
   every loss evaluation, training and evaluation alike (TaskSet adds it "to prevent unbounded
@@ -55,9 +55,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from taskset_lab.tasks.base import Batch, Task
 from taskset_lab.tasks.context import draw
-from taskset_lab.tasks.families.taskset_image import (
+from taskset_lab.tasks.images import (
     ACTIVATION_FIELD,
     DATASET_FIELD,
     INIT_FIELD,
@@ -66,10 +65,14 @@ from taskset_lab.tasks.families.taskset_image import (
     build_image_task,
     nhwc_flatten,
 )
-from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, TRUNC_STD, fans, tf_init
+from taskset_lab.tasks.activations import Activation
+from taskset_lab.tasks.activations import activation as as_activation
+from taskset_lab.tasks.initializers import TRUNC_STD, fans, tf_init, truncated_normal
+from taskset_lab.tasks.losses import NegativeLogLikelihoodTask
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
+from taskset_lab.tasks.released.maf import sample_maf_family
+from taskset_lab.tasks.released.nvp import sample_nvp_family
 
 JITTER_STD = 0.01  # neg_log_p's noise on the input
 LOG_SCALE_CLIP = (-5.0, 3.0)  # masked_autoregressive_default_template's defaults
@@ -77,29 +80,9 @@ HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 NVP_DEFAULT_INIT = ("glorot_uniform", None)  # tf.layers.dense with kernel_initializer=None
 MAF_DEFAULT_INIT = ("glorot_normal", None)  # masked_dense with kernel_initializer=None
 
-Activation = Callable[[Tensor], Tensor]
-
-
-def _activation(act: str | Activation) -> Activation:
-    return ACTIVATIONS[act] if isinstance(act, str) else act
-
-
-def truncated_normal(shape: Sequence[int], std: float) -> Tensor:
-    """N(0, std^2) cut at two stddevs by redrawing the outliers (TF1's ``truncated_normal``);
-    the same distribution as ``nn.init.trunc_normal_``, ~10x faster on the 10^7-entry kernels
-    of the fixed flows."""
-    t = torch.randn(tuple(int(v) for v in shape))
-    flat = t.view(-1)
-    bad = (flat.abs() > 2.0).nonzero().squeeze(1)
-    while bad.numel():
-        flat[bad] = torch.randn(bad.numel())
-        bad = bad[flat[bad].abs() > 2.0]
-    return t * float(std)
-
-
 def init_kernel(spec: Sequence[Any], shape: Sequence[int]) -> Tensor:
     """A kernel ``[in, out]`` drawn as TaskSet's ``get_initializer(spec)`` draws it (see
-    :func:`taskset_lab.tasks.families.taskset_rnn_core.tf_init`); the truncated-normal kinds
+    :func:`taskset_lab.tasks.initializers.tf_init`); the truncated-normal kinds
     use :func:`truncated_normal`."""
     name, scale = spec[0], spec[1]
     fan_in, fan_out = fans(shape)
@@ -125,7 +108,7 @@ class DenseStack(nn.Module):
         dims = [int(n_in), *(int(h) for h in hidden), int(n_out)]
         self.weights = nn.ParameterList(nn.Parameter(init_kernel(w_init, (a, b))) for a, b in zip(dims[:-1], dims[1:]))
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(b)) for b in dims[1:])
-        self.activation = _activation(activation)
+        self.activation = as_activation(activation)
 
     def forward(self, h: Tensor) -> Tensor:
         last = len(self.weights) - 1
@@ -198,7 +181,7 @@ class MaskedAutoregressiveCoupling(nn.Module):
             self.register_buffer(f"mask_{i}", mask)
             self.weights.append(nn.Parameter(init_kernel(w_init, (a, b)) * mask))
             self.biases.append(nn.Parameter(torch.zeros(b)))
-        self.activation = _activation(activation)
+        self.activation = as_activation(activation)
 
     def shift_log_scale(self, y: Tensor) -> tuple[Tensor, Tensor]:
         h = y
@@ -303,13 +286,6 @@ class ImageFlow(nn.Module):
         return self.flow.log_prob(flat + JITTER_STD * jitter)
 
 
-class NegativeLogLikelihoodTask(Task):
-    """Loss: ``-mean_batch(log p)`` of a module returning per-image log-densities ``[B]``."""
-
-    def loss(self, output: Tensor, batch: Batch) -> Tensor:
-        return -output.mean()
-
-
 class TasksetFlowTask(NegativeLogLikelihoodTask):
     def __init__(self, kind: str, config: dict[str, Any], data: Any, shape: tuple[int, int, int]):
         super().__init__(config, data)
@@ -341,5 +317,5 @@ FIELDS = {
     "num_bijectors": Field("int", low=1, high=64),
 }
 
-register_task_family("nvp_family", RELEASED_SAMPLERS["nvp_family"], _builder("nvp"), fields=FIELDS)
-register_task_family("maf_family", RELEASED_SAMPLERS["maf_family"], _builder("maf"), fields=FIELDS)
+register_task_family("nvp_family", sample_nvp_family, _builder("nvp"), fields=FIELDS, released=sample_nvp_family)
+register_task_family("maf_family", sample_maf_family, _builder("maf"), fields=FIELDS, released=sample_maf_family)

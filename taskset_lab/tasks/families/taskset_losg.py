@@ -57,10 +57,10 @@ from taskset_lab.data.taskset_text import config_seed
 from taskset_lab.errors import ConfigError
 from taskset_lab.tasks.base import SPLITS, Batch, Task, TaskData, block_indices
 from taskset_lab.tasks.context import draw, is_training
-from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS
+from taskset_lab.tasks.activations import ACTIVATIONS
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
+from taskset_lab.tasks.released.losg import sample_losg_tasks_family
 from taskset_lab.tasks.released.losg import KIND_SAMPLERS, MODIFIABLE_KINDS, OPTIMIZATION_TEST_PROBLEMS
 
 FAMILY = "losg_tasks_family"
@@ -86,7 +86,7 @@ def to_released(config: dict[str, Any]) -> list:
 
 def sample(seed: int) -> dict[str, Any]:
     """TaskSet's released ``losg_tasks_family_seed<seed>`` as a config dict."""
-    return from_released(RELEASED_SAMPLERS[FAMILY](seed))
+    return from_released(sample_losg_tasks_family(seed))
 
 
 # ------------------------------------------------------------------ problems
@@ -458,4 +458,4 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     return LosgTask(config, data, problem)
 
 
-register_task_family(FAMILY, sample, build, fields=FIELDS)
+register_task_family(FAMILY, sample, build, fields=FIELDS, released=sample_losg_tasks_family)

@@ -5,7 +5,7 @@ TaskSet's model (``task_set/tasks/mlp.py``): ``maybe_center(center_data, image)`
 ``snt.nets.MLP(layer_sizes + [num_classes], activation, initializers={"w": w_init})``:
 every layer ``x @ w + b`` (``w [in, out]`` from ``w_init``, bias zeros), the activation
 between layers and none after the last. Loss: mean softmax cross-entropy. The input
-pipeline (scaling, augmentation, ``num_train``) is :mod:`taskset_image`'s.
+pipeline (scaling, augmentation, ``num_train``) is :mod:`taskset_lab.tasks.images`'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from taskset_lab.tasks.families.taskset_image import (
+from taskset_lab.tasks.images import (
     ACTIVATION_FIELD,
     DATASET_FIELD,
     INIT_FIELD,
@@ -25,35 +25,17 @@ from taskset_lab.tasks.families.taskset_image import (
     build_image_task,
     nhwc_flatten,
 )
-from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, Linear
+from taskset_lab.tasks.layers import SonnetMLP
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
-
-
-class MLPHead(nn.Module):
-    """``snt.nets.MLP(sizes, activation, initializers={"w": w_init})`` on ``[B, n_in]``."""
-
-    def __init__(self, n_in: int, sizes: Sequence[int], activation: str, w_init: Sequence[Any]):
-        super().__init__()
-        dims = [int(n_in), *(int(s) for s in sizes)]
-        self.layers = nn.ModuleList(Linear(a, b, w_init) for a, b in zip(dims[:-1], dims[1:]))
-        self.activation = activation
-
-    def forward(self, h: Tensor) -> Tensor:
-        act = ACTIVATIONS[self.activation]
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < len(self.layers) - 1:
-                h = act(h)
-        return h
+from taskset_lab.tasks.released.mlp import sample_mlp_family
 
 
 class MLPNet(nn.Module):
     def __init__(self, config: dict[str, Any], seen_shape: Sequence[int], num_classes: int):
         super().__init__()
         self.input = ImageInput(config["dataset"][2], config["center_data"])
-        self.head = MLPHead(int(math.prod(seen_shape)), [*config["layer_sizes"], num_classes],
+        self.head = SonnetMLP(int(math.prod(seen_shape)), [*config["layer_sizes"], num_classes],
                             config["activation"], config["w_init"])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -85,4 +67,4 @@ FIELDS = {
     "center_data": Field("bool"),
 }
 
-register_task_family("mlp_family", RELEASED_SAMPLERS["mlp_family"], build, fields=FIELDS)
+register_task_family("mlp_family", sample_mlp_family, build, fields=FIELDS, released=sample_mlp_family)

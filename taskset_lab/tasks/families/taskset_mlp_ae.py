@@ -2,7 +2,7 @@
 
 What TaskSet's built task computes (``task_set/tasks/mlp_ae.py``), and what this does:
 
-* input: the image pipeline of :mod:`taskset_image` (uint8 -> [0, 1], the config's
+* input: the image pipeline of :mod:`taskset_lab.tasks.images` (uint8 -> [0, 1], the config's
   augmentation), ``snt.BatchFlatten`` in NHWC order -> ``x [B, D]`` with ``D = H*W*C``;
   for ``output_type`` ``tanh`` and ``linear_center`` the image is centred, ``x -> 2x - 1``
   (it is then both the network's input and its reconstruction target);
@@ -14,20 +14,19 @@ What TaskSet's built task computes (``task_set/tasks/mlp_ae.py``), and what this
   ``(out - x)^2`` (``l2``) or ``|out - x|`` (``l1``); then the mean over the batch. So
   ``reduce_sum`` losses are per image, ``reduce_mean`` ones per pixel value.
 
-The Sonnet-1 MLP pieces here (:class:`SonnetMLP`, :func:`sonnet_default_weight`) are
-shared with the VAE family and the fixed MLP tasks.
+The Sonnet-1 MLP is :class:`taskset_lab.tasks.layers.SonnetMLP`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from taskset_lab.tasks.base import Batch, Task
-from taskset_lab.tasks.families.taskset_image import (
+from taskset_lab.tasks.images import (
+    WIDTHS_FIELD,
     ACTIVATION_FIELD,
     DATASET_FIELD,
     INIT_FIELD,
@@ -36,68 +35,16 @@ from taskset_lab.tasks.families.taskset_image import (
     build_image_task,
     nhwc_flatten,
 )
-from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, tf_init
+from taskset_lab.tasks.layers import SonnetMLP
+from taskset_lab.tasks.losses import PerExampleLossTask
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
+from taskset_lab.tasks.released.mlp_ae import sample_mlp_ae_family
 
 OUTPUT_TYPES = ("tanh", "sigmoid", "linear_center", "linear")
 LOSS_TYPES = ("l2", "l1")
 REDUCTIONS = ("reduce_mean", "reduce_sum")
 CENTERED_OUTPUTS = ("tanh", "linear_center")
-
-
-# ------------------------------------------------------------------ Sonnet 1 MLP
-
-
-def sonnet_default_weight(n_in: int, n_out: int) -> Tensor:
-    """``snt.Linear``'s default ``w``: ``truncated_normal(stddev=1/sqrt(n_in))``, i.e. a
-    normal of that stddev cut at two stddevs (TF1's truncated normal is not rescaled)."""
-    z = torch.randn(int(n_in), int(n_out))
-    while True:  # redraw the values beyond two stddevs (about 4.6 %) until none is left
-        outside = z.abs() > 2.0
-        count = int(outside.sum())
-        if count == 0:
-            return z * (1.0 / math.sqrt(n_in))
-        z[outside] = torch.randn(count)
-
-
-class SonnetLinear(nn.Module):
-    """``snt.Linear``: ``x @ w + b`` with ``w [in, out]`` (TF layout) from ``w_init`` (a TaskSet
-    ``[name, scale]`` spec, or None for Sonnet's default) and ``b`` zeros."""
-
-    def __init__(self, n_in: int, n_out: int, w_init: Sequence[Any] | None = None):
-        super().__init__()
-        w = sonnet_default_weight(n_in, n_out) if w_init is None else tf_init(w_init, (n_in, n_out))
-        self.w = nn.Parameter(w)
-        self.b = nn.Parameter(torch.zeros(int(n_out)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x @ self.w + self.b
-
-
-class SonnetMLP(nn.Module):
-    """``snt.nets.MLP(sizes, activation, initializers={"w": w_init})`` on ``[B, n_in]``: the
-    activation after every layer but the last. ``between`` (optional) builds a module applied
-    to each hidden layer's output before its activation (dropout in Sonnet's MLP does that)."""
-
-    def __init__(self, n_in: int, sizes: Sequence[int], activation: str | Callable[[Tensor], Tensor],
-                 w_init: Sequence[Any] | None = None, between: Callable[[int], nn.Module] | None = None):
-        super().__init__()
-        dims = [int(n_in), *(int(s) for s in sizes)]
-        self.layers = nn.ModuleList(SonnetLinear(a, b, w_init) for a, b in zip(dims[:-1], dims[1:]))
-        self.between = nn.ModuleList(between(d) for d in dims[1:-1]) if between is not None else None
-        self.activation = ACTIVATIONS[activation] if isinstance(activation, str) else activation
-
-    def forward(self, h: Tensor) -> Tensor:
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            h = layer(h)
-            if i < last:
-                if self.between is not None:
-                    h = self.between[i](h)
-                h = self.activation(h)
-        return h
 
 
 # ------------------------------------------------------------------ the autoencoder
@@ -131,13 +78,6 @@ class MLPAutoencoder(nn.Module):
         return reconstruction_loss(out, flat, self.loss_type, self.reduction)
 
 
-class PerExampleLossTask(Task):
-    """A task whose module returns the per-example loss ``[B]``; the loss is its batch mean."""
-
-    def loss(self, output: Tensor, batch: Batch) -> Tensor:
-        return output.mean()
-
-
 class TasksetMLPAETask(PerExampleLossTask):
     def __init__(self, config: dict[str, Any], data: Any, shape: tuple[int, int, int]):
         super().__init__(config, data)
@@ -154,9 +94,6 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
                             download, offline_data)
 
 
-WIDTHS_FIELD = Field("list", items="int", check=lambda v: len(v) >= 1 and all(u >= 1 for u in v),
-                     allowed="layer widths (ints >= 1), at least one")
-
 FIELDS = {
     "hidden_units": WIDTHS_FIELD,
     "activation": ACTIVATION_FIELD,
@@ -167,4 +104,4 @@ FIELDS = {
     "reduction_type": Field("str", choices=REDUCTIONS),
 }
 
-register_task_family("mlp_ae_family", RELEASED_SAMPLERS["mlp_ae_family"], build, fields=FIELDS)
+register_task_family("mlp_ae_family", sample_mlp_ae_family, build, fields=FIELDS, released=sample_mlp_ae_family)

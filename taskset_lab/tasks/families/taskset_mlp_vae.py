@@ -3,7 +3,7 @@
 What TaskSet's built task computes (``task_set/tasks/mlp_vae.py`` with
 ``generative_utils.py``), and what this does:
 
-* input: the image pipeline of :mod:`taskset_image` (uint8 -> [0, 1], the config's
+* input: the image pipeline of :mod:`taskset_lab.tasks.images` (uint8 -> [0, 1], the config's
   augmentation), flattened NHWC -> ``x [B, D]``, ``D = H*W*C``, **not** centred;
 * encoder: ``snt.nets.MLP(enc_hidden_units[:-1] + [2 L])`` with ``L = enc_hidden_units[-1]``
   (the last encoder width is the latent size, not a layer); its output is ``[mu, log_sigma]``
@@ -29,13 +29,12 @@ so a config trained alone and inside a population draws the same numbers.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import torch
 from torch import Tensor, nn
 
-from taskset_lab.tasks.context import draw
-from taskset_lab.tasks.families.taskset_image import (
+from taskset_lab.tasks.images import (
+    WIDTHS_FIELD,
     ACTIVATION_FIELD,
     DATASET_FIELD,
     INIT_FIELD,
@@ -44,70 +43,11 @@ from taskset_lab.tasks.families.taskset_image import (
     build_image_task,
     nhwc_flatten,
 )
-from taskset_lab.tasks.families.taskset_mlp_ae import WIDTHS_FIELD, PerExampleLossTask, SonnetMLP
+from taskset_lab.tasks.losses import NegativeELBOTask
+from taskset_lab.tasks.layers import GaussianVAE
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
-
-BIN_SIZE = 1.0 / 255.0  # QuantizedNormal's default bin width
-DECODER_CLIP = 10.0
-LOG_2PI = math.log(2.0 * math.pi)
-
-
-def split_mu_log_sigma(params: Tensor) -> tuple[Tensor, Tensor]:
-    """``LogStddevNormal``'s split of ``[..., 2n]`` into ``mu`` (first half), ``log_sigma``."""
-    half = params.shape[-1] // 2
-    return params[..., :half], params[..., half:]
-
-
-def kl_to_standard_normal(mu: Tensor, log_sigma: Tensor) -> Tensor:
-    """``KL(N(mu, e^log_sigma) || N(0, 1))`` summed over the last axis (TFP's normal-normal
-    formula: ``mu^2/2 + expm1(2 log_sigma)/2 - log_sigma``): ``[B]``."""
-    return (0.5 * mu * mu + 0.5 * torch.expm1(2.0 * log_sigma) - log_sigma).sum(-1)
-
-
-def quantized_normal_log_prob(x: Tensor, mu: Tensor, log_sigma: Tensor, uniform: Tensor,
-                              bin_size: float = BIN_SIZE) -> Tensor:
-    """TaskSet's ``QuantizedNormal.log_prob`` summed over the last axis: ``x`` plus noise
-    ``(uniform - 1/2) * bin_size`` under ``N(mu, e^log_sigma)``, plus ``log(bin_size)`` per
-    dimension: ``[B]``."""
-    noisy = x + (uniform - 0.5) * bin_size
-    z = (noisy - mu) * torch.exp(-log_sigma)
-    return (-0.5 * z * z - log_sigma - 0.5 * LOG_2PI + math.log(bin_size)).sum(-1)
-
-
-class GaussianVAE(nn.Module):
-    """Flat inputs ``[B, D]`` -> ``[B, 2]`` = (``log p(x|z)``, ``KL``) per example, with an MLP
-    encoder (output ``[mu, log_sigma]``, ``2 L`` wide) and an MLP decoder (output ``2 D``,
-    clipped to ±10). Draws ``eps`` and the dequantisation noise from the step context."""
-
-    def __init__(self, n_in: int, enc_sizes: Sequence[int], dec_sizes: Sequence[int],
-                 activation: str | Callable[[Tensor], Tensor], w_init: Sequence[Any] | None):
-        super().__init__()
-        if int(enc_sizes[-1]) % 2 or int(dec_sizes[-1]) != 2 * int(n_in):
-            raise ValueError("the encoder must output [mu, log_sigma] and the decoder 2 values per input")
-        self.latent = int(enc_sizes[-1]) // 2
-        self.encoder = SonnetMLP(n_in, enc_sizes, activation, w_init)
-        self.decoder = SonnetMLP(self.latent, dec_sizes, activation, w_init)
-
-    def forward(self, x: Tensor) -> Tensor:
-        key = getattr(self, "_noise_key", "vae")
-        mu, log_sigma = split_mu_log_sigma(self.encoder(x))
-        eps = draw(f"{key}/latent", (x.shape[0], self.latent), "normal", x)
-        z = mu + torch.exp(log_sigma) * eps
-        out = torch.clamp(self.decoder(z), -DECODER_CLIP, DECODER_CLIP)
-        mu_x, log_sigma_x = split_mu_log_sigma(out)
-        u = draw(f"{key}/dequantize", tuple(x.shape), "uniform", x)
-        log_p_x = quantized_normal_log_prob(x, mu_x, log_sigma_x, u)
-        return torch.stack([log_p_x, kl_to_standard_normal(mu, log_sigma)], dim=1)
-
-
-class NegativeELBOTask(PerExampleLossTask):
-    """Loss: ``-mean(log p(x|z) - KL)`` from a module returning ``[B, 2]`` (log p(x|z), KL)."""
-
-    def loss(self, output: Tensor, batch: Any) -> Tensor:
-        return -(output[:, 0] - output[:, 1]).mean()
-
+from taskset_lab.tasks.released.mlp_vae import sample_mlp_vae_family
 
 class MLPVAENet(nn.Module):
     """Images -> ``[B, 2]`` (log p(x|z), KL) for a ``mlp_vae_family`` config."""
@@ -150,4 +90,4 @@ FIELDS = {
     "dataset": DATASET_FIELD,
 }
 
-register_task_family("mlp_vae_family", RELEASED_SAMPLERS["mlp_vae_family"], build, fields=FIELDS)
+register_task_family("mlp_vae_family", sample_mlp_vae_family, build, fields=FIELDS, released=sample_mlp_vae_family)

@@ -35,7 +35,7 @@ from taskset_lab.tasks.base import Batch, NoiseData, Task
 from taskset_lab.tasks.context import draw
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
+from taskset_lab.tasks.released.quadratic import sample_quadratic_family
 
 MATRIX_KINDS = ("normal", "uniform", "linspace_eigen", "logspace_eigen")
 VECTOR_KINDS = ("normal", "uniform")
@@ -192,4 +192,5 @@ FIELDS = {
                    allowed="null or {A_noise: [kind, params]} (kinds as A_dist)"),
 }
 
-register_task_family("quadratic_family", RELEASED_SAMPLERS["quadratic_family"], build, fields=FIELDS)
+register_task_family("quadratic_family", sample_quadratic_family, build, fields=FIELDS,
+                     released=sample_quadratic_family)

@@ -11,9 +11,9 @@ with ``T = patch_length``:
 1. ``tok = min(text, vocab_size − 1)`` — ids ≥ ``vocab_size − 1`` collapse into one class
    (char LM with vocab 256: byte 0xFF (id 256) merges with id 255; word LM with a vocab
    smaller than the ~8k subwords: every high id collapses);
-2. ``Embed(vocab_size, embed_dim)`` (N(0, 1)), the core (:mod:`.taskset_rnn_core`) over all
+2. ``Embed(vocab_size, embed_dim)`` (N(0, 1)), the core (:class:`taskset_lab.tasks.layers.SonnetCore`) over all
    ``T`` steps from its (possibly trainable) initial state;
-3. ``logits = Linear(vocab_size, w_init)(outputs[:, :-1])``, targets ``tok[:, 1:]``.
+3. ``logits = SonnetLinear(vocab_size, w_init)(outputs[:, :-1])``, targets ``tok[:, 1:]``.
 
 **Loss convention**: mean sparse softmax cross-entropy in nats over all ``B·(T−1)``
 positions, padding (id 0) positions included (TaskSet produces a mask but never uses it).
@@ -31,12 +31,15 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from taskset_lab.data.taskset_text import TextWindowData, config_seed, load_text_dataset
+from taskset_lab.data.taskset_text import config_seed, load_text_dataset
+from taskset_lab.tasks.text_windows import TextWindowData
 from taskset_lab.tasks.base import Batch, Task
-from taskset_lab.tasks.families.taskset_rnn_core import Embed, Linear, SonnetCore, is_core, is_initializer
+from taskset_lab.tasks.layers import Embed, SonnetCore, SonnetLinear, is_core
+from taskset_lab.tasks.initializers import is_initializer
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
+from taskset_lab.tasks.released.char_rnn import sample_char_rnn_language_model_family
+from taskset_lab.tasks.released.word_rnn import sample_word_rnn_language_model_family
 from taskset_lab.tasks.released.sampling import CHAR_LM_DATASETS, WORD_LM_DATASETS
 
 CHAR_FAMILY = "char_rnn_language_model_family"
@@ -53,7 +56,7 @@ class RNNLanguageModel(nn.Module):
         embed_dim = int(config["embed_dim"])
         self.embed = Embed(self.vocab_size, embed_dim)
         self.core = SonnetCore(config["core"], embed_dim, bool(config["trainable_init"]))
-        self.readout = Linear(self.core.hidden, self.vocab_size, config["w_init"])
+        self.readout = SonnetLinear(self.core.hidden, self.vocab_size, config["w_init"])
 
     def forward(self, text: Tensor) -> Tensor:
         tok = text.clamp(max=self.vocab_size - 1)
@@ -122,5 +125,7 @@ def build_word(config: dict[str, Any], data_dir: str | None = None, download: bo
     return build_lm(config, WORD_FAMILY, data_dir, offline_data)
 
 
-register_task_family(CHAR_FAMILY, RELEASED_SAMPLERS[CHAR_FAMILY], build_char, fields=lm_fields(CHAR_FAMILY))
-register_task_family(WORD_FAMILY, RELEASED_SAMPLERS[WORD_FAMILY], build_word, fields=lm_fields(WORD_FAMILY))
+register_task_family(CHAR_FAMILY, sample_char_rnn_language_model_family, build_char, fields=lm_fields(CHAR_FAMILY),
+                     released=sample_char_rnn_language_model_family)
+register_task_family(WORD_FAMILY, sample_word_rnn_language_model_family, build_word, fields=lm_fields(WORD_FAMILY),
+                     released=sample_word_rnn_language_model_family)

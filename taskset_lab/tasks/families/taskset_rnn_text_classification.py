@@ -18,7 +18,7 @@ Forward, batch ``text [B, T]``, ``label [B]``: ``V = min(max_token, vocab_size)`
 from its (possibly trainable) initial state; outputs ``[B, T, H]`` reduced over time —
 ``last``: ``outputs[:, -1]`` (often a padding step for reviews shorter than the window),
 ``avg``: mean over T, ``max``: max over T (padding steps included in all three);
-``logits = Linear(2, w_init)``.
+``logits = SonnetLinear(2, w_init)``.
 
 **Loss convention**: mean softmax cross-entropy with the one-hot label, in nats.
 Offline (``offline_data="substitute"``) the pydoc stand-in is used (label: whether the
@@ -33,12 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from taskset_lab.data.taskset_text import TextWindowData, config_seed, load_text_dataset
+from taskset_lab.data.taskset_text import config_seed, load_text_dataset
+from taskset_lab.tasks.text_windows import TextWindowData
 from taskset_lab.tasks.base import Batch, Task
-from taskset_lab.tasks.families.taskset_rnn_core import Embed, Linear, SonnetCore, is_core, is_initializer
+from taskset_lab.tasks.layers import Embed, SonnetCore, SonnetLinear, is_core
+from taskset_lab.tasks.initializers import is_initializer
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import register_task_family
-from taskset_lab.tasks.released import RELEASED_SAMPLERS
+from taskset_lab.tasks.released.rnn_text_classification import sample_rnn_text_classification_family
 from taskset_lab.tasks.released.sampling import TEXT_CLASSIFICATION_DATASETS
 
 FAMILY = "rnn_text_classification_family"
@@ -61,7 +63,7 @@ class RNNTextClassifier(nn.Module):
         self.reduce = str(config["loss_compute"])
         self.embed = Embed(self.vocab, int(config["embed_dim"]))
         self.core = SonnetCore(config["core"], int(config["embed_dim"]), bool(config["trainable_init"]))
-        self.readout = Linear(self.core.hidden, NUM_CLASSES, config["w_init"])
+        self.readout = SonnetLinear(self.core.hidden, NUM_CLASSES, config["w_init"])
 
     def forward(self, text: Tensor) -> Tensor:
         outputs = self.core(self.embed(text.clamp(max=self.vocab - 1)))
@@ -121,4 +123,5 @@ def build(config: dict[str, Any], data_dir: str | None = None, download: bool = 
     return task
 
 
-register_task_family(FAMILY, RELEASED_SAMPLERS[FAMILY], build, fields=FIELDS)
+register_task_family(FAMILY, sample_rnn_text_classification_family, build, fields=FIELDS,
+                     released=sample_rnn_text_classification_family)

@@ -24,14 +24,10 @@ from typing import Any
 
 from torch import nn
 
-from taskset_lab.tasks.families.taskset_flows import (
-    MAF_DEFAULT_INIT,
-    NVP_DEFAULT_INIT,
-    ImageFlow,
-    NegativeLogLikelihoodTask,
-)
-from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.families.taskset_flows import MAF_DEFAULT_INIT, NVP_DEFAULT_INIT, ImageFlow
+from taskset_lab.tasks.losses import NegativeLogLikelihoodTask
+from taskset_lab.tasks.images import build_fixed_image_task
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 
 @dataclass(frozen=True)
@@ -79,11 +75,4 @@ def build_spec(spec: FixedFlowSpec, data_dir: str | None = None, download: bool 
                                   download, offline_data)
 
 
-def _register(spec: FixedFlowSpec) -> None:
-    @fixed_task(spec.name, kind=spec.group)
-    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> FixedFlowTask:
-        return build_spec(spec, data_dir, download, offline_data)
-
-
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=lambda spec: spec.group)

@@ -51,15 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from taskset_lab.tasks.families.taskset_conv import same_padding
-from taskset_lab.tasks.families.taskset_image import (
+from taskset_lab.tasks.layers import same_padding
+from taskset_lab.tasks.images import (
     ImageInput,
     TasksetImageClassification,
     nhwc_flatten,
 )
-from taskset_lab.tasks.families.taskset_rnn_core import TRUNC_STD, tf_init
-from taskset_lab.tasks.fixed.mlp import NUM_PER_VALID, build_fixed_image_task
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.initializers import TRUNC_STD, tf_init, trunc_normal
+from taskset_lab.tasks.images import NUM_PER_VALID, build_fixed_image_task
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 KIND = "FixedImageConv"
 KERNEL = 3
@@ -69,20 +69,15 @@ ACTS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "tanh": torch.tan
 InitName = str
 
 
-def _trunc_normal(shape: Sequence[int], std: float) -> Tensor:
-    t = torch.empty(tuple(int(s) for s in shape))
-    return nn.init.trunc_normal_(t, 0.0, std, -2.0 * std, 2.0 * std)
-
-
 def init_weight(init: InitName, shape: Sequence[int], fan_in: int) -> Tensor:
     """A weight of TF-layout ``shape`` drawn (global torch RNG) as the fixed task's
     initialiser ``init`` does; ``fan_in`` is TF's fan-in of that weight."""
     if init == "sonnet":
-        return _trunc_normal(shape, 1.0 / math.sqrt(fan_in))
+        return trunc_normal(shape, 1.0 / math.sqrt(fan_in))
     if init == "he":
-        return _trunc_normal(shape, math.sqrt(2.0 / fan_in) / TRUNC_STD)
+        return trunc_normal(shape, math.sqrt(2.0 / fan_in) / TRUNC_STD)
     if init == "variance_scaling":  # tf.contrib.layers.variance_scaling_initializer()
-        return _trunc_normal(shape, math.sqrt(1.3 * 2.0 / fan_in))
+        return trunc_normal(shape, math.sqrt(1.3 * 2.0 / fan_in))
     stds = {"normal": 0.02, "largenormal": 0.2, "smallnormal": 0.002}
     if init in stds:
         return tf_init(("random_normal", stds[init]), shape)
@@ -271,12 +266,4 @@ def build_spec(spec: FixedConvSpec, data_dir: str | None = None, download: bool 
                                   data_dir, download, offline_data, spec.num_per_valid)
 
 
-def _register(spec: FixedConvSpec) -> None:
-    @fixed_task(spec.name, kind=KIND)
-    def build(data_dir: str | None = None, download: bool = False,
-              offline_data: str = "error") -> FixedImageConvTask:
-        return build_spec(spec, data_dir, download, offline_data)
-
-
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=KIND)

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from taskset_lab.errors import ConfigError
-from taskset_lab.tasks.families.taskset_conv import same_padding
-from taskset_lab.tasks.families.taskset_image import ImageInput, nhwc_flatten
-from taskset_lab.tasks.families.taskset_mlp_ae import PerExampleLossTask
+from taskset_lab.tasks.layers import same_padding
+from taskset_lab.tasks.images import ImageInput, nhwc_flatten
+from taskset_lab.tasks.losses import PerExampleLossTask
 from taskset_lab.tasks.fixed.image_conv import (
     ACTS,
     KERNEL,
@@ -47,8 +47,8 @@ from taskset_lab.tasks.fixed.image_conv import (
     conv_out_hw,
     init_weight,
 )
-from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.images import build_fixed_image_task
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 KIND = "FixedImageConvAE"
 SEED_CHANNELS = 32  # the decoder's first feature map has 32 channels in every TaskSet task
@@ -188,13 +188,5 @@ def build_spec(spec: FixedConvAESpec, data_dir: str | None = None, download: boo
                                   download, offline_data)
 
 
-def _register(spec: FixedConvAESpec) -> None:
-    @fixed_task(spec.name, kind=KIND)
-    def build(data_dir: str | None = None, download: bool = False,
-              offline_data: str = "error") -> FixedImageConvAETask:
-        return build_spec(spec, data_dir, download, offline_data)
-
-
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=KIND)
 

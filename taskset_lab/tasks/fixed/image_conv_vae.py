@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from taskset_lab.tasks.context import draw
-from taskset_lab.tasks.families.taskset_image import ImageInput
-from taskset_lab.tasks.families.taskset_mlp_vae import (
+from taskset_lab.tasks.images import ImageInput
+from taskset_lab.tasks.losses import (
     DECODER_CLIP,
     NegativeELBOTask,
     kl_to_standard_normal,
@@ -44,8 +44,8 @@ from taskset_lab.tasks.families.taskset_mlp_vae import (
     split_mu_log_sigma,
 )
 from taskset_lab.tasks.fixed.image_conv_ae import ConvDecoder, ConvEncoder
-from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.images import build_fixed_image_task
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 KIND = "FixedImageConvVAE"
 
@@ -114,12 +114,4 @@ def build_spec(spec: FixedConvVAESpec, data_dir: str | None = None, download: bo
                                   data_dir, download, offline_data)
 
 
-def _register(spec: FixedConvVAESpec) -> None:
-    @fixed_task(spec.name, kind=KIND)
-    def build(data_dir: str | None = None, download: bool = False,
-              offline_data: str = "error") -> FixedImageConvVAETask:
-        return build_spec(spec, data_dir, download, offline_data)
-
-
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=KIND)

@@ -35,25 +35,12 @@ from torch import Tensor, nn
 
 from taskset_lab.tasks.base import Batch, Task
 from taskset_lab.tasks.context import draw
-from taskset_lab.tasks.families.taskset_image import ImageInput, TaskT, build_image_task, nhwc_flatten
-from taskset_lab.tasks.families.taskset_mlp_ae import SonnetLinear, SonnetMLP
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.images import ImageInput, build_fixed_image_task, nhwc_flatten
+from taskset_lab.tasks.layers import SonnetLinear, SonnetMLP
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 KIND = "FixedMLP"
-NUM_PER_VALID = 3000  # get_image_datasets' default, used by every fixed image task
 ACTS: dict[str, Callable[[Tensor], Tensor]] = {"relu": F.relu, "tanh": torch.tanh}
-
-
-def build_fixed_image_task(make: Callable[[Any, tuple[int, int, int], int], TaskT], spec: Any,
-                           data_dir: str | None, download: bool, offline_data: str,
-                           num_per_valid: int = NUM_PER_VALID) -> TaskT:
-    """A fixed image task (MLP, conv, AE, VAE, flow) on ``get_image_datasets(spec.dataset,
-    spec.batch_size, num_per_valid=...)``: ``make(data, (C, H, W), classes)``, marked with
-    its stand-in if any (:func:`build_image_task`); the batch order is seeded by the name."""
-    config = {"name": spec.name, "dataset": [spec.dataset, {"bs": int(spec.batch_size), "num_train": None}, None]}
-    task = build_image_task(make, config, data_dir, download, offline_data, num_per_valid=int(num_per_valid))
-    task.dataset_name = spec.dataset  # the dataset the code loads (the catalogue shows it)
-    return task
 
 
 class AlwaysDropout(nn.Module):
@@ -202,11 +189,4 @@ def build_spec(spec: FixedMLPSpec, data_dir: str | None = None, download: bool =
                                   data_dir, download, offline_data)
 
 
-def _register(spec: FixedMLPSpec) -> None:
-    @fixed_task(spec.name, kind=KIND)
-    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> FixedMLPTask:
-        return build_spec(spec, data_dir, download, offline_data)
-
-
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=KIND)

@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from taskset_lab.tasks.families.taskset_image import ImageInput, nhwc_flatten
-from taskset_lab.tasks.families.taskset_mlp_ae import PerExampleLossTask, SonnetMLP
-from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.images import ImageInput, nhwc_flatten
+from taskset_lab.tasks.losses import PerExampleLossTask
+from taskset_lab.tasks.layers import SonnetMLP
+from taskset_lab.tasks.images import build_fixed_image_task
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 KIND = "FixedMLPAE"
 
@@ -71,11 +72,4 @@ def build_spec(spec: FixedMLPAESpec, data_dir: str | None = None, download: bool
                                   download, offline_data)
 
 
-def _register(spec: FixedMLPAESpec) -> None:
-    @fixed_task(spec.name, kind=KIND)
-    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> FixedMLPAETask:
-        return build_spec(spec, data_dir, download, offline_data)
-
-
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=KIND)

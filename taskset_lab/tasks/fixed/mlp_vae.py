@@ -33,10 +33,11 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from taskset_lab.tasks.families.taskset_image import ImageInput, nhwc_flatten
-from taskset_lab.tasks.families.taskset_mlp_vae import GaussianVAE, NegativeELBOTask
-from taskset_lab.tasks.fixed.mlp import build_fixed_image_task
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.images import ImageInput, nhwc_flatten
+from taskset_lab.tasks.layers import GaussianVAE
+from taskset_lab.tasks.losses import NegativeELBOTask
+from taskset_lab.tasks.images import build_fixed_image_task
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 KIND = "FixedMLPVAE"
 
@@ -92,11 +93,4 @@ def build_spec(spec: FixedMLPVAESpec, data_dir: str | None = None, download: boo
                                   download, offline_data)
 
 
-def _register(spec: FixedMLPVAESpec) -> None:
-    @fixed_task(spec.name, kind=KIND)
-    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> FixedMLPVAETask:
-        return build_spec(spec, data_dir, download, offline_data)
-
-
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=KIND)

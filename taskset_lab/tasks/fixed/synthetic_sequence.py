@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from taskset_lab.tasks.base import SPLITS, Batch, Task, TaskData, _mix
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 CORES = ("LSTM", "GRU", "VRNN")
 
@@ -268,11 +268,10 @@ class SequenceTask(Task):
         return masked_cross_entropy(output, batch[1], batch[2])
 
 
-def _register(spec: SequenceSpec) -> None:
-    @fixed_task(spec.name, kind=spec.kind)
-    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> Task:
-        return SequenceTask(spec)
+def build_spec(spec: SequenceSpec, data_dir: str | None = None, download: bool = False,
+               offline_data: str = "error") -> SequenceTask:
+    """The task of ``spec`` (it generates its own data: the data arguments are ignored)."""
+    return SequenceTask(spec)
 
 
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=lambda spec: spec.kind)

@@ -3,7 +3,7 @@
 
 TaskSet's definitions (``task_set/tasks/fixed/fixed_language_modeling.py`` and
 ``fixed_text_rnn_classification.py``), reproduced with the Sonnet-1 pieces of
-:mod:`taskset_lab.tasks.families.taskset_rnn_core`:
+:mod:`taskset_lab.tasks.layers`:
 
 * **cores** with Sonnet 1's *default* initializers (the fixed tasks pass none, unlike the
   sampled families): ``snt.GRU(H)``: every ``W``/``U`` glorot_uniform, biases glorot_uniform
@@ -19,7 +19,7 @@ TaskSet's definitions (``task_set/tasks/fixed/fixed_language_modeling.py`` and
 
 ``FixedLM`` (``teacher_force_language_modeling``): lm1b/bytes (ids = UTF-8 byte + 1, 0 =
 padding), windows of ``patch_length`` 128, batch 128, ``Embed(256, 64)``, the core over all
-128 steps, ``Linear(256)`` on ``outputs[:, :-1]``, targets ``text[:, 1:]``. **Loss**: softmax
+128 steps, ``SonnetLinear(256)`` on ``outputs[:, :-1]``, targets ``text[:, 1:]``. **Loss**: softmax
 cross-entropy in nats averaged over the *non-padding* target positions
 (``sum(mask·ce) / sum(mask)``, mask = the token is not padding; this is the one TaskSet text
 task that uses the mask; ``avg`` in the names is this average). Tokens are not clipped in
@@ -32,7 +32,7 @@ are all padding has loss 0 here (TaskSet: 0/0).
 acts and embedding rows past the largest id are parameters that never get a gradient),
 ``Embed(10000, E)``, the core over all T steps, then ``last`` (``outputs[:, -1]``, often a
 padding step of a short review) or ``avg`` (mean over all T steps, padding included),
-``Linear(2)``. **Loss**: mean softmax cross-entropy with the one-hot label, in nats. Names
+``SonnetLinear(2)``. **Loss**: mean softmax cross-entropy with the one-hot label, in nats. Names
 without ``avg``/``last`` use ``last`` (the helper's default); ``E128``/``embed128`` set the
 embedding size (64 otherwise).
 
@@ -53,10 +53,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from taskset_lab.data.taskset_text import TextWindowData, config_seed, load_text_dataset
+from taskset_lab.data.taskset_text import config_seed, load_text_dataset
+from taskset_lab.tasks.text_windows import TextWindowData
 from taskset_lab.tasks.base import Batch, Task
-from taskset_lab.tasks.families.taskset_rnn_core import GRU_KEYS, TRUNC_STD, Embed, Linear, SonnetCore
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.layers import Embed, GRU_KEYS, SonnetCore, SonnetLinear
+from taskset_lab.tasks.initializers import TRUNC_STD
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 LM_KIND = "FixedLM"
 CLS_KIND = "FixedTextRNNClassification"
@@ -120,7 +122,7 @@ class FixedLanguageModel(nn.Module):
         super().__init__()
         self.embed = Embed(LM_VOCAB, spec.embed_dim)
         self.core = sonnet_default_core(spec)
-        self.readout = Linear(spec.hidden, LM_VOCAB, SONNET_LINEAR)
+        self.readout = SonnetLinear(spec.hidden, LM_VOCAB, SONNET_LINEAR)
 
     def forward(self, text: Tensor) -> Tensor:
         outputs = self.core(self.embed(text.clamp(max=LM_VOCAB - 1)))
@@ -135,7 +137,7 @@ class FixedTextClassifier(nn.Module):
         self.reduce = spec.readout
         self.embed = Embed(CLS_VOCAB, spec.embed_dim)
         self.core = sonnet_default_core(spec)
-        self.readout = Linear(spec.hidden, NUM_CLASSES, SONNET_LINEAR)
+        self.readout = SonnetLinear(spec.hidden, NUM_CLASSES, SONNET_LINEAR)
 
     def forward(self, text: Tensor) -> Tensor:
         outputs = self.core(self.embed(text.clamp(max=CLS_VOCAB - 1)))
@@ -216,11 +218,4 @@ def build_spec(spec: FixedTextSpec, data_dir: str | None = None, download: bool 
     return task
 
 
-def _register(spec: FixedTextSpec) -> None:
-    @fixed_task(spec.name, kind=spec.kind)
-    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> Task:
-        return build_spec(spec, data_dir, download, offline_data)
-
-
-for _spec in SPECS.values():
-    _register(_spec)
+register_fixed_tasks(SPECS.values(), build_spec, kind=lambda spec: spec.kind)

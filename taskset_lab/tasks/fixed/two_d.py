@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from taskset_lab.tasks.base import Batch, NoiseData, Task
-from taskset_lab.tasks.registry import fixed_task
+from taskset_lab.tasks.registry import register_fixed_tasks
 
 # ------------------------------------------------------------------ TF1's seeded random ops
 
@@ -128,6 +128,7 @@ def styblinski_tang(x: Tensor) -> Tensor:
 class TwoDSpec:
     """One TaskSet 2-D problem: its function and how TaskSet draws the initial point."""
 
+    name: str
     fn: Callable[[Tensor], Tensor]
     init: str  # "normal" or "uniform"
     box: tuple[float, float] = (0.0, 0.0)  # uniform init range (same for both coordinates)
@@ -138,16 +139,16 @@ class TwoDSpec:
         return tf_random_uniform(2, *self.box)
 
 
-SPECS: dict[str, TwoDSpec] = {
-    "TwoD_Bowl1": TwoDSpec(_bowl(1.0), "normal"),
-    "TwoD_Bowl10": TwoDSpec(_bowl(10.0), "normal"),
-    "TwoD_Bowl100": TwoDSpec(_bowl(100.0), "normal"),
-    "TwoD_Bowl1000": TwoDSpec(_bowl(1000.0), "normal"),
-    "TwoD_Rosenbrock": TwoDSpec(rosenbrock, "uniform", (-5.0, 10.0)),
-    "TwoD_Ackley": TwoDSpec(ackley, "uniform", (-32.768, 32.768)),
-    "TwoD_Beale": TwoDSpec(beale, "uniform", (-4.5, 4.5)),
-    "TwoD_StyblinskiTang": TwoDSpec(styblinski_tang, "uniform", (-5.0, 5.0)),
-}
+SPECS: dict[str, TwoDSpec] = {s.name: s for s in [
+    TwoDSpec("TwoD_Bowl1", _bowl(1.0), "normal"),
+    TwoDSpec("TwoD_Bowl10", _bowl(10.0), "normal"),
+    TwoDSpec("TwoD_Bowl100", _bowl(100.0), "normal"),
+    TwoDSpec("TwoD_Bowl1000", _bowl(1000.0), "normal"),
+    TwoDSpec("TwoD_Rosenbrock", rosenbrock, "uniform", (-5.0, 10.0)),
+    TwoDSpec("TwoD_Ackley", ackley, "uniform", (-32.768, 32.768)),
+    TwoDSpec("TwoD_Beale", beale, "uniform", (-4.5, 4.5)),
+    TwoDSpec("TwoD_StyblinskiTang", styblinski_tang, "uniform", (-5.0, 5.0)),
+]}
 
 
 class FixedPoint2D(nn.Module):
@@ -178,11 +179,10 @@ class TaskSetTwoD(Task):
         return self.spec.fn(output)
 
 
-def _register(name: str) -> None:
-    @fixed_task(name, kind="TwoD")
-    def build(data_dir: str | None = None, download: bool = False, offline_data: str = "error") -> Task:
-        return TaskSetTwoD(name, SPECS[name])
+def build_spec(spec: TwoDSpec, data_dir: str | None = None, download: bool = False,
+               offline_data: str = "error") -> TaskSetTwoD:
+    """The task of ``spec`` (no data: the data arguments are ignored)."""
+    return TaskSetTwoD(spec.name, spec)
 
 
-for _name in SPECS:
-    _register(_name)
+register_fixed_tasks(SPECS.values(), build_spec, kind="TwoD")

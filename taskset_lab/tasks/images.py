@@ -1,5 +1,6 @@
-"""Pieces shared by TaskSet's image families (mlp, conv_pooling, conv_fc; reusable by the
-autoencoder / VAE / flow families): the dataset config, the input pipeline and the task.
+"""TaskSet's image tasks: the dataset config and its fields, the input pipeline, and the
+builders every image family and fixed image task uses (:func:`build_image_task`,
+:func:`build_fixed_image_task`).
 
 A TaskSet image dataset config is ``[name, {bs, num_train, just_train, ...}, augmentation or
 None]`` (``taskset_lab.tasks.released.sampling.sample_image_dataset``). What TaskSet's
@@ -33,7 +34,8 @@ from taskset_lab.data.taskset_images import DATASETS, digits_stand_in, taskset_i
 from taskset_lab.errors import ConfigError, DataError
 from taskset_lab.tasks.base import Batch, Task, TaskData
 from taskset_lab.tasks.context import draw
-from taskset_lab.tasks.families.taskset_rnn_core import ACTIVATIONS, is_initializer  # noqa: F401
+from taskset_lab.tasks.activations import ACTIVATIONS
+from taskset_lab.tasks.initializers import is_initializer
 from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.streaming import choose_task_data
 
@@ -84,6 +86,8 @@ INIT_FIELD = Field("list", check=is_initializer,
                    allowed="[name, scale]: he_normal/he_uniform/glorot_normal/glorot_uniform with scale null, "
                            "or orthogonal/random_uniform/random_normal/truncated_normal/variance_scaling "
                            "with a scale > 0")
+WIDTHS_FIELD = Field("list", items="int", check=lambda v: len(v) >= 1 and all(u >= 1 for u in v),
+                     allowed="layer widths (ints >= 1), at least one")
 
 
 # ------------------------------------------------------------------ augmentation
@@ -250,3 +254,20 @@ class TasksetImageClassification(Task):
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         return F.cross_entropy(output, batch[1])
+
+
+#: ``get_image_datasets``' default validation size, used by every fixed image task (the
+#: families use 5000)
+NUM_PER_VALID = 3000
+
+
+def build_fixed_image_task(make: Callable[[Any, tuple[int, int, int], int], TaskT], spec: Any,
+                           data_dir: str | None, download: bool, offline_data: str,
+                           num_per_valid: int = NUM_PER_VALID) -> TaskT:
+    """A fixed image task (MLP, conv, AE, VAE, flow) on ``get_image_datasets(spec.dataset,
+    spec.batch_size, num_per_valid=...)``: ``make(data, (C, H, W), classes)``, marked with
+    its stand-in if any (:func:`build_image_task`); the batch order is seeded by the name."""
+    config = {"name": spec.name, "dataset": [spec.dataset, {"bs": int(spec.batch_size), "num_train": None}, None]}
+    task = build_image_task(make, config, data_dir, download, offline_data, num_per_valid=int(num_per_valid))
+    task.dataset_name = spec.dataset  # the dataset the code loads (the catalogue shows it)
+    return task

@@ -1,4 +1,5 @@
-"""Task families: samplers (deterministic, in range, JSON-safe), builders, and the vmap contract."""
+"""The project's own `lab_*` families (0.1, TaskSet-like, on embedded data): samplers (deterministic,
+in range, JSON-safe, independent of the global RNGs), builders, names, and the vmap contract."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch.func import functional_call, grad, stack_module_state, vmap
 
 from taskset_lab.errors import ConfigError
 from taskset_lab.tasks import build_task, task_family_names, get_task_family, sample_task_config, task_name
+from taskset_lab.tasks.registry import released_samplers
 from taskset_lab.tasks.families import conv_pooling, quadratic, two_d
 from taskset_lab.tasks.nn import (
     ACTIVATIONS,
@@ -23,7 +25,8 @@ from taskset_lab.tasks.nn import (
     init_weight_,
 )
 
-FAMILIES = ["lab_char_rnn_language_model", "lab_conv_pooling", "lab_mlp", "lab_quadratic", "lab_two_d"]
+#: the project's own (0.1) families, from the registry
+FAMILIES = [f for f in task_family_names() if f.startswith("lab_")]
 
 # Small overrides so building and running stay well under a second.
 SMALL = {
@@ -60,8 +63,12 @@ TASKSET_FAMILIES = ["char_rnn_language_model_family", "conv_fc_family", "conv_po
                     "word_rnn_language_model_family"]
 
 
-def test_all_families_registered():
-    assert task_family_names() == sorted(FAMILIES + TASKSET_FAMILIES)
+def test_taskset_and_lab_families_are_registered():
+    """TaskSet's twelve families are registered, each with TaskSet's released sampler, and the
+    five ``lab_*`` families with a small config each (the registry may hold other families)."""
+    assert set(TASKSET_FAMILIES) <= set(released_samplers()) <= set(task_family_names())
+    assert sorted(FAMILIES) == sorted(SMALL) == ["lab_char_rnn_language_model", "lab_conv_pooling", "lab_mlp",
+                                                 "lab_quadratic", "lab_two_d"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

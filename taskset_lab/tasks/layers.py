@@ -1,23 +1,28 @@
-"""TaskSet's RNN building blocks (Sonnet 1 semantics) for the sequence families.
+"""Sonnet-1-style layers for TaskSet's tasks (weights in TF's ``x @ W`` layout, ``[in, out]``).
+
+* :class:`SonnetLinear`: ``snt.Linear``: ``x @ w + b``, ``w`` from a TaskSet ``[name, scale]``
+  initializer (or Sonnet's default truncated normal), ``b`` zeros;
+* :class:`SonnetMLP`: ``snt.nets.MLP``: the activation after every layer but the last;
+* :class:`Embed`: ``snt.Embed``: a ``[vocab, dim]`` table, N(0, 1);
+* :class:`SonnetCore`: TaskSet's RNN cores (``[kind, args]`` from ``utils.sample_rnn_core``);
+* :class:`GaussianVAE`: TaskSet's MLP VAE (``generative_utils``), returning ``(log p(x|z), KL)``;
+* :func:`same_padding`: TF's ``SAME`` padding of a conv layer.
 
 TaskSet builds its language models and text classifiers from Sonnet 1 modules
 (``snt.Embed``, ``snt.VanillaRNN``, ``snt.GRU``, ``snt.LSTM``, ``snt.Linear``) with TF1
-initializers. :class:`taskset_lab.tasks.nn.RecurrentCore` differs from them (PyTorch gate
-layout, one initializer for every matrix, zero biases, a stored forget bias, no trainable
-initial state), so these cores are separate classes:
+initializers. :class:`taskset_lab.tasks.nn.RecurrentCore` (the ``lab_*`` families') differs
+from them (PyTorch gate layout, one initializer for every matrix, zero biases, a stored
+forget bias, no trainable initial state), so the cores here are separate classes:
 
-* weights keep TF's ``x @ W`` layout (``[in, out]``), so fans are ``fan_in = in``,
-  ``fan_out = out`` as in TF;
 * ``vrnn``: ``h' = act(x W_ih + b_ih + h W_hh + b_hh)``, both biases zeros;
 * ``gru``: Sonnet's GRU, six sampled initializers, biases ``bz, br, bh`` from TF1's default
   (glorot_uniform on a 1-D shape: U(±sqrt(3/H)));
 * ``lstm``: one ``[E+H, 4H]`` matrix (gates i, j, f, o), bias truncated normal with
   stddev ``1/sqrt(E+H)`` (Sonnet's default), forget bias 1.0 added in the forward pass;
 * initial state: zeros, or (``trainable_init``) one trainable zero-initialised ``[1, H]``
-  vector per state tensor, tiled over the batch;
-* ``Embed``: N(0, 1) table; ``Linear``: sampled ``w`` initializer, zero bias.
+  vector per state tensor, tiled over the batch.
 
-TF's random streams cannot be reproduced; the distributions can, and are.
+Every layer runs under ``torch.func.functional_call`` + ``vmap`` (plain tensor ops).
 """
 
 from __future__ import annotations
@@ -26,40 +31,16 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-#: TF's truncated-normal correction: stddev of a unit normal truncated at ±2.
-TRUNC_STD = 0.87962566103423978
-
-INITIALIZERS = ("he_normal", "he_uniform", "glorot_normal", "glorot_uniform", "orthogonal",
-                "random_uniform", "random_normal", "truncated_normal", "variance_scaling")
-SCALED = frozenset({"orthogonal", "random_uniform", "random_normal", "truncated_normal", "variance_scaling"})
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": F.relu,
-    "tanh": torch.tanh,
-    "cos": torch.cos,
-    "elu": F.elu,
-    "sigmoid": torch.sigmoid,
-    "swish": lambda x: x * torch.sigmoid(x),
-    "leaky_relu4": lambda x: F.leaky_relu(x, 0.4),
-    "leaky_relu2": lambda x: F.leaky_relu(x, 0.2),
-    "leaky_relu1": lambda x: F.leaky_relu(x, 0.1),
-}
+from taskset_lab.tasks.activations import ACTIVATIONS
+from taskset_lab.tasks.activations import activation as as_activation
+from taskset_lab.tasks.context import draw
+from taskset_lab.tasks.initializers import is_initializer, sonnet_default_weight, tf_init, trunc_normal
+from taskset_lab.tasks.losses import DECODER_CLIP, kl_to_standard_normal, quantized_normal_log_prob, split_mu_log_sigma
 
 CORE_KINDS = ("vrnn", "gru", "lstm")
 GRU_KEYS = ("wh", "wz", "wr", "uh", "uz", "ur")
-
-
-def is_initializer(spec: Any) -> bool:
-    """``[name, scale]`` as TaskSet samples it (scale null for he_*/glorot_*)."""
-    if not isinstance(spec, (list, tuple)) or len(spec) != 2 or spec[0] not in INITIALIZERS:
-        return False
-    scale = spec[1]
-    if spec[0] in SCALED:
-        return isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0
-    return scale is None
 
 
 def is_core(spec: Any) -> bool:
@@ -77,64 +58,46 @@ def is_core(spec: Any) -> bool:
     return is_initializer(args.get("w_gates"))
 
 
-def _trunc_normal(shape: Sequence[int], std: float) -> Tensor:
-    t = torch.empty(tuple(shape))
-    return nn.init.trunc_normal_(t, 0.0, std, -2.0 * std, 2.0 * std)
-
-
-def _orthogonal(shape: Sequence[int], gain: float) -> Tensor:
-    """TF1 ``orthogonal_initializer``: rows = prod(shape[:-1]), cols = shape[-1]; QR of a
-    Gaussian ``[max, min]`` matrix, sign-corrected by diag(R), transposed when rows < cols."""
-    rows = int(math.prod(shape[:-1])) if len(shape) > 1 else 1
-    cols = int(shape[-1])
-    a = torch.randn(max(rows, cols), min(rows, cols), dtype=torch.float64)
-    q, r = torch.linalg.qr(a)
-    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
-    if rows < cols:
-        q = q.T
-    return (gain * q).reshape(tuple(shape)).to(torch.float32)
-
-
-def fans(shape: Sequence[int]) -> tuple[int, int]:
-    """TF's ``_compute_fans``: 1-D -> (n, n); 2-D -> (in, out)."""
-    if len(shape) == 0:
-        return 1, 1
-    if len(shape) == 1:
-        return int(shape[0]), int(shape[0])
-    receptive = int(math.prod(shape[:-2])) if len(shape) > 2 else 1
-    return int(shape[-2]) * receptive, int(shape[-1]) * receptive
-
-
-def tf_init(spec: Sequence[Any], shape: Sequence[int]) -> Tensor:
-    """A float32 tensor drawn (global torch RNG) as TaskSet's ``get_initializer(spec)``
-    initialises a variable of ``shape`` (TF layout). ``truncated_normal`` is N(0, s²):
-    TaskSet maps it to ``random_normal`` (kept)."""
-    name, scale = spec[0], spec[1]
-    fan_in, fan_out = fans(shape)
-    shape = tuple(int(s) for s in shape)
-    if name == "he_normal":
-        return _trunc_normal(shape, math.sqrt(2.0 / fan_in) / TRUNC_STD)
-    if name == "he_uniform":
-        lim = math.sqrt(6.0 / fan_in)
-        return torch.empty(shape).uniform_(-lim, lim)
-    if name == "glorot_normal":
-        return _trunc_normal(shape, math.sqrt(2.0 / (fan_in + fan_out)) / TRUNC_STD)
-    if name == "glorot_uniform":
-        lim = math.sqrt(6.0 / (fan_in + fan_out))
-        return torch.empty(shape).uniform_(-lim, lim)
-    if name == "orthogonal":
-        return _orthogonal(shape, float(scale))
-    if name == "random_uniform":
-        return torch.empty(shape).uniform_(-float(scale), float(scale))
-    if name in ("random_normal", "truncated_normal"):
-        return torch.randn(shape) * float(scale)
-    if name == "variance_scaling":  # scale s, mode fan_in, truncated normal (TF1 defaults)
-        return _trunc_normal(shape, math.sqrt(float(scale) / fan_in) / TRUNC_STD)
-    raise ValueError(f"unknown initializer {name!r}")
-
-
 def _param(t: Tensor) -> nn.Parameter:
     return nn.Parameter(t)
+
+
+class SonnetLinear(nn.Module):
+    """``snt.Linear``: ``x @ w + b`` with ``w [in, out]`` (TF layout) from ``w_init`` (a TaskSet
+    ``[name, scale]`` spec, or None for Sonnet's default) and ``b`` zeros."""
+
+    def __init__(self, n_in: int, n_out: int, w_init: Sequence[Any] | None = None):
+        super().__init__()
+        w = sonnet_default_weight(n_in, n_out) if w_init is None else tf_init(w_init, (n_in, n_out))
+        self.w = nn.Parameter(w)
+        self.b = nn.Parameter(torch.zeros(int(n_out)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.w + self.b
+
+
+class SonnetMLP(nn.Module):
+    """``snt.nets.MLP(sizes, activation, initializers={"w": w_init})`` on ``[B, n_in]``: the
+    activation after every layer but the last. ``between`` (optional) builds a module applied
+    to each hidden layer's output before its activation (dropout in Sonnet's MLP does that)."""
+
+    def __init__(self, n_in: int, sizes: Sequence[int], activation: str | Callable[[Tensor], Tensor],
+                 w_init: Sequence[Any] | None = None, between: Callable[[int], nn.Module] | None = None):
+        super().__init__()
+        dims = [int(n_in), *(int(s) for s in sizes)]
+        self.layers = nn.ModuleList(SonnetLinear(a, b, w_init) for a, b in zip(dims[:-1], dims[1:]))
+        self.between = nn.ModuleList(between(d) for d in dims[1:-1]) if between is not None else None
+        self.activation = as_activation(activation)
+
+    def forward(self, h: Tensor) -> Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h = layer(h)
+            if i < last:
+                if self.between is not None:
+                    h = self.between[i](h)
+                h = self.activation(h)
+        return h
 
 
 class Embed(nn.Module):
@@ -146,18 +109,6 @@ class Embed(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.embeddings[tokens]
-
-
-class Linear(nn.Module):
-    """``snt.Linear(out, initializers={"w": w_init})``: ``x @ w + b``, bias zeros."""
-
-    def __init__(self, n_in: int, n_out: int, w_init: Sequence[Any]):
-        super().__init__()
-        self.w = _param(tf_init(w_init, (n_in, n_out)))
-        self.b = _param(torch.zeros(n_out))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x @ self.w + self.b
 
 
 class SonnetCore(nn.Module):
@@ -185,7 +136,7 @@ class SonnetCore(nn.Module):
                 setattr(self, key, _param(torch.empty(h).uniform_(-lim, lim)))
         elif kind == "lstm":
             self.w_gates = _param(tf_init(args["w_gates"], (e + h, 4 * h)))
-            self.b_gates = _param(_trunc_normal((4 * h,), 1.0 / math.sqrt(e + h)))
+            self.b_gates = _param(trunc_normal((4 * h,), 1.0 / math.sqrt(e + h)))
         else:
             raise ValueError(f"unknown RNN core {kind!r}")
         n_state = 2 if kind == "lstm" else 1
@@ -233,3 +184,36 @@ class SonnetCore(nn.Module):
                 h = torch.tanh(c) * torch.sigmoid(o)
                 outs.append(h)
         return torch.stack(outs, dim=1)
+
+
+class GaussianVAE(nn.Module):
+    """Flat inputs ``[B, D]`` -> ``[B, 2]`` = (``log p(x|z)``, ``KL``) per example, with an MLP
+    encoder (output ``[mu, log_sigma]``, ``2 L`` wide) and an MLP decoder (output ``2 D``,
+    clipped to ±10). Draws ``eps`` and the dequantisation noise from the step context."""
+
+    def __init__(self, n_in: int, enc_sizes: Sequence[int], dec_sizes: Sequence[int],
+                 activation: str | Callable[[Tensor], Tensor], w_init: Sequence[Any] | None):
+        super().__init__()
+        if int(enc_sizes[-1]) % 2 or int(dec_sizes[-1]) != 2 * int(n_in):
+            raise ValueError("the encoder must output [mu, log_sigma] and the decoder 2 values per input")
+        self.latent = int(enc_sizes[-1]) // 2
+        self.encoder = SonnetMLP(n_in, enc_sizes, activation, w_init)
+        self.decoder = SonnetMLP(self.latent, dec_sizes, activation, w_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        key = getattr(self, "_noise_key", "vae")
+        mu, log_sigma = split_mu_log_sigma(self.encoder(x))
+        eps = draw(f"{key}/latent", (x.shape[0], self.latent), "normal", x)
+        z = mu + torch.exp(log_sigma) * eps
+        out = torch.clamp(self.decoder(z), -DECODER_CLIP, DECODER_CLIP)
+        mu_x, log_sigma_x = split_mu_log_sigma(out)
+        u = draw(f"{key}/dequantize", tuple(x.shape), "uniform", x)
+        log_p_x = quantized_normal_log_prob(x, mu_x, log_sigma_x, u)
+        return torch.stack([log_p_x, kl_to_standard_normal(mu, log_sigma)], dim=1)
+
+
+def same_padding(n: int, stride: int, kernel: int = 3) -> tuple[int, int]:
+    """TF's ``SAME`` padding ``(before, after)`` of one spatial dimension (extra one after)."""
+    out = -(-n // stride)
+    total = max((out - 1) * stride + kernel - n, 0)
+    return total // 2, total - total // 2

@@ -1,6 +1,9 @@
-"""Issue 13's defects, one test each (numbered as in the issue), and its traceback cases:
-each must end with exit 2 and one line on stderr, never a traceback. #3 (corrupted parts),
-#4 (two writers, other settings refused) and #5 (full disk) are in tests/test_faults.py."""
+"""What a run does with its settings and how it fails: every multirun job in its own folder
+with a sweep summary, resume keeping a finished run and refusing other settings, invalid
+values refused (not adjusted), all-NaN tasks warned and all-diverged stores refused, help and
+version, drawn hparams reaching the loggers; and every bad input (composition errors, bad
+paths, devices, loggers, stores) ends with exit 2 and one line on stderr, never a traceback.
+Corrupted parts, two writers and a full disk are in tests/test_faults.py."""
 
 from __future__ import annotations
 
@@ -47,8 +50,8 @@ def _store(root: Path, losses: dict[str, float], diverged: bool = False, optimiz
     return root
 
 
-# -- 1. every multirun job in its own folder, and a summary of the sweep -------------------------
-def test_1_multirun_jobs_get_their_own_folders_and_a_sweep_summary(tmp_path):
+# -- every multirun job in its own folder, and a summary of the sweep -------------------------
+def test_multirun_jobs_get_their_own_folders_and_a_sweep_summary(tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_tasklab(["pipeline=TRAIN", "index=train_quadratic", *TRAIN, "optimizer.lr=1e-3,1e-1",
                         f"hydra.sweep.dir={sweep}", "--multirun"], tmp_path)
@@ -63,8 +66,8 @@ def test_1_multirun_jobs_get_their_own_folders_and_a_sweep_summary(tmp_path):
     assert table["final.test"].tolist() == pytest.approx([c["test"].iloc[-1] for c in curves])
 
 
-# -- 2. resume: a finished run is a no-op; other settings refused before anything is written ------
-def test_2_resume_keeps_a_finished_run_and_refuses_other_settings(tmp_path, capsys):
+# -- resume: a finished run is a no-op; other settings refused before anything is written ------
+def test_resume_keeps_a_finished_run_and_refuses_other_settings(tmp_path, capsys):
     run = tmp_path / "run"
     first = run_pipeline(compose("train_quadratic", [*TRAIN, f"output_dir={run}"]))
     before = {name: (run / name).read_bytes() for name in ("curve.csv", "config.yaml", "summary.json")}
@@ -78,7 +81,7 @@ def test_2_resume_keeps_a_finished_run_and_refuses_other_settings(tmp_path, caps
     assert {name: (run / name).read_bytes() for name in before} == before
 
 
-def test_2_resume_hint_carries_the_run_overrides(monkeypatch):
+def test_resume_hint_carries_the_run_overrides(monkeypatch):
     from taskset_lab.pipelines import train
 
     monkeypatch.setattr(train, "explicit_overrides", lambda: ["pipeline=TRAIN", "index=train_quadratic",
@@ -88,22 +91,22 @@ def test_2_resume_hint_carries_the_run_overrides(monkeypatch):
                     "resume=true output_dir=out/x")
 
 
-# -- 7. silent adjustments are refused, naming the field -------------------------------------------
+# -- silent adjustments are refused, naming the field -------------------------------------------
 @pytest.mark.parametrize("override, field", [
     (["search_space.num_configs=8", "hparam_list.length=30"], "hparam_list.length"),
     (["hparam_list.length=10", "hparam_list.ks=[0,100]"], "hparam_list.ks"),
     (["hparam_list.tpe.trials=-3"], "hparam_list.tpe.trials"),
     (["learner.divergence_factor=-1"], "learner.divergence_factor"),
 ])
-def test_7_invalid_values_are_refused_not_adjusted(tmp_path, override, field):
+def test_invalid_values_are_refused_not_adjusted(tmp_path, override, field):
     cfg = compose("quickstart", [f"output_dir={tmp_path}", *NO_REFERENCES, *override])
     with pytest.raises(TasklabError, match=f"'{field}'"):
         run_pipeline(cfg)
     assert not (tmp_path / "curves").exists()  # refused before any collection
 
 
-# -- 8. no learning from a store without a finite run; a warning per all-NaN task ----------------
-def test_8_all_nan_task_warned_and_all_diverged_store_refused(tmp_path, caplog):
+# -- no learning from a store without a finite run; a warning per all-NaN task ----------------
+def test_all_nan_task_warned_and_all_diverged_store_refused(tmp_path, caplog):
     from taskset_lab.curves.store import read_curves, read_runs
     from taskset_lab.hparam_list.checks import WARNINGS_FILE, check_curves
 

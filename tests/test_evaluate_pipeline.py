@@ -22,7 +22,7 @@ from taskset_lab.evaluate.metrics import AdamEnvelope, ema
 
 TASKS = "task_set.fixed=[TwoD_Bowl10,quadratic_family_seed8]"
 SMALL = [TASKS, "total_steps=20", "eval_every=5", "seeds=2", "learner.eval_batches=1", "n_jobs=1",
-         "progress=false", "plot_tasks=2", "learner.dtype=float64", "learner.device=cpu"]
+         "progress=false", "plot_tasks=2", "learner.dtype=float64", "learner.device=cpu", "task_split.by=none"]
 ENTRIES = ("+optimizers={"
            "frozen: {_target_: torch.optim.Adam, lr: 1e-9},"
            "blown: {_target_: torch.optim.SGD, lr: 1e6},"
@@ -201,3 +201,74 @@ def test_killed_then_the_same_command_completes_without_redoing_finished_work(ev
                                   reference.sort_values(key).reset_index(drop=True))
     summary = json.loads((out / "evaluation_summary.json").read_text())
     assert summary["tasks"] == 2 and math.isfinite(summary["profile_score_tuned_adam"])
+
+
+def test_the_benchmark_reports_finite_ratios_against_its_peers(capsys):
+    """One quick run of benchmarks/bench_evaluate.py: every rate measured, the ratios finite."""
+    from benchmark_module import load_benchmark
+
+    report = load_benchmark("bench_evaluate").main(["--steps", "10", "--seeds", "1", "--k", "2", "--jobs", "1",
+                                                   "--tasks", "TwoD_Bowl10", "--json"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == report
+    for key in ("curves_cfg_steps_per_s", "family_cfg_steps_per_s", "plain_cfg_steps_per_s", "torch_cfg_steps_per_s"):
+        assert math.isfinite(report[key]) and report[key] > 0, key
+    assert math.isfinite(report["family_over_curves"]) and math.isfinite(report["torch_over_plain"])
+
+
+def test_wandb_run_holds_the_leaderboard_tables_plots_and_results(evaluated, tmp_path, monkeypatch):
+    """logger=wandb (offline): the run's typed config, the leaderboard and per-task tables equal
+    the files, the plots, the summary values and the results artifact."""
+    from wandb_offline import (offline_runs, read_offline_artifacts, read_offline_files, read_offline_run,
+                               read_offline_summary, read_offline_table)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    ref_out, _ = evaluated
+    out = tmp_path / "run"
+    run_pipeline(compose("evaluate_quickstart", [*_args(out, ref_out / "baselines",
+                                                        "+optimizers={frozen: {_target_: torch.optim.Adam, lr: 1e-9}, "
+                                                        "tuned: {list: adam_lr_grid, k: 15}}"),
+                                                  "logger=wandb", "logger.wandb.project=tasklab-test"]))
+    (run,) = offline_runs(out)
+    info = read_offline_run(run)
+    assert info["job_type"] == "EVALUATE" and info["group"] == "evaluate_quickstart"
+    assert info["config"]["total_steps"] == 20 and info["config"]["seeds"] == 2
+    assert info["config"]["optimizers.frozen.lr"] == 1e-9
+    board = read_offline_table(run, "evaluate/leaderboard")
+    pd.testing.assert_frame_equal(board, pd.read_csv(out / "leaderboard.csv"), check_dtype=False)
+    per_task = read_offline_table(run, "evaluate/per_task")
+    assert len(per_task) == 2 * 2 * 2 and set(per_task["optimizer"]) == {"frozen", "tuned"}
+    summary = read_offline_summary(run)
+    assert summary["tuned/speedup_iqm"] == pytest.approx(board.set_index("optimizer").loc["tuned", "speedup_iqm"])
+    assert any(p.startswith("media/images/evaluate/profiles") for p in read_offline_files(run))
+    (artifact,) = [a for a in read_offline_artifacts(run).values() if a["type"] == "evaluation"]
+    assert artifact["files"]["leaderboard.csv"] == (out / "leaderboard.csv").stat().st_size
+
+
+def test_a_list_learned_on_the_train_tasks_is_scored_on_the_test_tasks(tmp_path):
+    """learn_list: learned (HPARAM_LIST's greedy list) on the split's train tasks only, written as
+    hparam_list.json, scored on the test task; the report holds only the test task."""
+    from taskset_lab.optim.hparam_list import load_hparam_list
+
+    out = tmp_path / "run"
+    run_pipeline(compose("evaluate_quickstart", [
+        *_args(out, tmp_path / "baselines", "+optimizers={learned: {learn_list: nadamw, configs: 4, k: 2}}"),
+        "task_set.fixed=[TwoD_Bowl10,quadratic_family_seed8,losg_tasks_family_seed15]",
+        "task_split.by=names", "task_split.test=[TwoD_Bowl10]"]))
+    listed = load_hparam_list(out / "entries" / "learned.hparam_list.json")
+    assert sorted(listed["tasks"]) == ["losg_tasks_family_seed15", "quadratic_family_seed8"]
+    assert listed["optimizer"] == "nadamw" and len(listed["entries"]) == 2
+    assert {e["config_id"] for e in listed["entries"]} <= set(range(4))
+    frame = _frame(out)
+    assert set(frame["task"]) == {"TwoD_Bowl10"} and set(frame["split"]) == {"test"}
+    assert set(frame["config"]) <= {0, 1}  # the list's first two entries
+
+
+def test_a_learned_list_without_train_tasks_is_refused():
+    from taskset_lab.errors import ConfigError
+    from taskset_lab.pipelines.evaluate import EvaluatePipeline
+
+    cfg = compose("evaluate_quickstart", [*SMALL, "~optimizers", "+optimizers={l: {learn_list: nadamw, k: 2}}",
+                                          "task_split.by=none", "output_dir=/tmp/unused"])
+    with pytest.raises(ConfigError, match="train tasks"):
+        EvaluatePipeline(cfg).sanity_check()

@@ -14,6 +14,10 @@ Each entry is one optimizer to score, in one of four forms (the keys say which):
   tries ``trials`` configs of the family's sampler (study s takes configs
   ``[s·trials, (s+1)·trials)``, drawn at seeds ``seed_offset + id``), picks by the select
   split and reports on the test split; the median over studies is reported.
+* ``{learn_list: nadamw, configs: 32, k: 10}``: a list learned here, TaskSet's way, on the
+  task split's ``train`` tasks (``configs`` configs of the family, the greedy list of
+  HPARAM_LIST on their normalized losses), then scored as its first k entries on the reported
+  tasks: a learned list evaluated on tasks it never saw.
 
 The population forms are *search spaces* in the curve store's sense (a family, or a list of
 configs), so their curves are collected by :func:`taskset_lab.curves.collect.collect_curves`
@@ -34,12 +38,13 @@ import torch
 from taskset_lab.errors import ConfigError, ConfigProblems
 
 #: the entry forms, by the key that selects them
-TORCH, CONFIGS, LIST, TUNING = "torch", "configs", "list", "tuning"
-_FORM_KEYS = {"_target_": TORCH, "family": CONFIGS, "list": LIST, "search_space": TUNING}
+TORCH, CONFIGS, LIST, TUNING, LEARNED = "torch", "configs", "list", "tuning", "learned"
+_FORM_KEYS = {"_target_": TORCH, "family": CONFIGS, "list": LIST, "search_space": TUNING, "learn_list": LEARNED}
 _ALLOWED = {TORCH: None,  # any keyword argument of the class
             CONFIGS: {"family", "hparams"},
             LIST: {"list", "k"},
-            TUNING: {"search_space", "trials", "studies", "seed_offset"}}
+            TUNING: {"search_space", "trials", "studies", "seed_offset"},
+            LEARNED: {"learn_list", "configs", "k"}}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
 
 
@@ -61,6 +66,7 @@ class Entry:
     trials: int = 1
     studies: int = 1
     seed_offset: int = 0
+    configs: int = 0  # a learned list: configs of ``space`` it is learned from
 
     @property
     def num_configs(self) -> int:
@@ -159,6 +165,21 @@ def parse_entry(name: str, raw: Any) -> Entry:
         return Entry(name, LIST, space=str(raw["list"]), trials=k)
     from taskset_lab.optim.registry import optimizer_family_names
 
+    if form == LEARNED:
+        space = raw["learn_list"]
+        if space not in optimizer_family_names():
+            raise ConfigError(f"{where}.learn_list", f"must be an optimizer family to learn a list of "
+                                                     f"({', '.join(optimizer_family_names())}), got {space!r}")
+        problems = ConfigProblems()
+        values = {}
+        for key, default in (("configs", 32), ("k", 1)):
+            with problems:
+                values[key] = _positive(f"{where}.{key}", raw.get(key, default))
+        problems.raise_all()
+        if values["k"] > values["configs"]:
+            raise ConfigError(f"{where}.k", f"({values['k']}) is more than the {values['configs']} configs "
+                                            "the list is learned from")
+        return Entry(name, LEARNED, space=str(space), trials=values["k"], configs=values["configs"])
     space = raw["search_space"]
     if space not in optimizer_family_names():
         raise ConfigError(f"{where}.search_space", f"must be an optimizer family to sample configs from "

@@ -33,7 +33,7 @@ from taskset_lab.curves.spec import CollectionSpec
 from taskset_lab.curves.store import (claim_part, clear_stale_claims, ensure_manifest, part_done, part_name,
                                       read_curves, read_manifest, read_runs, release_part, write_part)
 from taskset_lab.errors import DataError
-from taskset_lab.evaluate.entries import CONFIGS, LIST, TORCH, TUNING, Entry
+from taskset_lab.evaluate.entries import CONFIGS, LEARNED, LIST, TORCH, TUNING, Entry
 from taskset_lab.tasks.base import SPLITS
 from taskset_lab.tasks.task_set import TaskSpec
 
@@ -93,6 +93,11 @@ def population_source(entry: Entry, lists_dir: Path) -> str:
         return str(entry.space)
     if entry.form == LIST:
         return str(entry.space)
+    if entry.form == LEARNED:
+        path = learned_list_path(entry, lists_dir)
+        if not path.is_file():
+            raise DataError(f"the list of entry {entry.name} is not learned yet ({path})")
+        return str(path)
     if entry.form == CONFIGS:
         import json
 
@@ -106,6 +111,29 @@ def population_source(entry: Entry, lists_dir: Path) -> str:
             write_text_atomic(path, text)
         return str(path)
     raise ValueError(f"entry {entry.name} is not a population entry")
+
+
+def learned_list_path(entry: Entry, lists_dir: Path) -> Path:
+    """Where a ``learn_list`` entry's list is written (and found again on resume)."""
+    return lists_dir / f"{entry.name}.hparam_list.json"
+
+
+def learn_entry_list(entry: Entry, spec: CollectionSpec, train_tasks: Sequence[TaskSpec], curves_dir: Path,
+                     lists_dir: Path) -> dict[str, Any]:
+    """Collect ``entry.configs`` configs of its family on ``train_tasks`` and learn its list
+    (kept: a list already learned is reused, so a resumed run scores the same list)."""
+    from taskset_lab.evaluate.learned_list import learn_list, write_list
+
+    path = learned_list_path(entry, lists_dir)
+    store = curves_dir / f"learn_{entry.space}_n{entry.configs}"
+    summary = collect_curves(dataclasses.replace(spec, optimizer=str(entry.space), num_configs=entry.configs,
+                                                 config_seed_offset=0), train_tasks, store)
+    if not path.is_file():
+        data = learn_list(store, str(entry.space), entry.trials)
+        write_list(path, data)
+        log.info("EVALUATE %s: learned a %d-entry list of %s on %d train tasks -> %s", entry.name, entry.trials,
+                 entry.space, len(data["tasks"]), path)
+    return summary
 
 
 @dataclass(frozen=True)

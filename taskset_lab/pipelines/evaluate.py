@@ -49,7 +49,11 @@ class EvaluatePipeline(Pipeline):
         with problems:
             self.report_tasks()
         with problems:
-            parse_entries(plain(self.cfg.optimizers))
+            entries = parse_entries(plain(self.cfg.optimizers))
+            learned = [e.name for e in entries if e.form == "learned"]
+            if learned and not self.train_tasks():
+                raise ConfigError(f"optimizers.{learned[0]}", "learns its list on the task split's train tasks, and "
+                                  "there are none: set task_split.by and task_split.test")
         with problems:
             n_jobs = OmegaConf.select(self.cfg, "n_jobs", default=1)
             if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
@@ -91,6 +95,11 @@ class EvaluatePipeline(Pipeline):
         return tasks, split_tasks(tasks, split.get("by", "none"), split.get("test") or []), \
             split.get("report_on", "test")
 
+    def train_tasks(self):
+        """The split's ``train`` tasks (where learned lists are learned)."""
+        tasks, split, _ = self.task_split()
+        return [t for t in tasks if split[t.name] == "train"]
+
     def report_tasks(self):
         from taskset_lab.evaluate.split import tasks_to_report
 
@@ -127,12 +136,17 @@ class EvaluatePipeline(Pipeline):
     def collect(self, spec, tasks, entries, n_jobs: int) -> list[dict[str, Any]]:
         """Stages 1 and 2: the baseline store, then every entry's runs (finished parts skipped)."""
         from taskset_lab.curves.collect import collect_curves
-        from taskset_lab.evaluate.runs import baseline_spec, collect_population, collect_torch, population_stores
+        from taskset_lab.evaluate.entries import LEARNED
+        from taskset_lab.evaluate.runs import (baseline_spec, collect_population, collect_torch, learn_entry_list,
+                                               population_stores)
 
         curves_dir, out = Path(str(self.cfg.curves_dir)), []
         log.info("EVALUATE: %d tasks x %d seeds, %d steps; tuned-Adam reference in %s", len(tasks), spec.replicas,
                  spec.total_steps, self.cfg.baselines_dir)
         out.append(collect_curves(baseline_spec(spec), tasks, Path(str(self.cfg.baselines_dir))))
+        for entry in entries:
+            if entry.form == LEARNED:  # its list first: it decides which configs run on the reported tasks
+                out.append(learn_entry_list(entry, spec, self.train_tasks(), curves_dir, self.output_dir / "entries"))
         stores, where = population_stores(entries, self.output_dir / "entries"), self.locations(entries)
         done = set()
         for entry in entries:
@@ -269,52 +283,28 @@ class EvaluatePipeline(Pipeline):
 
     def log_wandb(self, frame: pd.DataFrame, board: pd.DataFrame, fam: pd.DataFrame, plots: list[Path],
                   summary: dict[str, Any]) -> None:
-        """With ``logger=wandb``: one run with the leaderboard, the per-task and per-family tables,
-        the plots and the result files as an artifact. A run that cannot start is one warning."""
-        node = OmegaConf.select(self.cfg, "logger.wandb", default=None)
-        if node is None:
-            return
-        try:
-            import wandb
+        """With ``logger=wandb``: one run (docs/design.md §Dashboards) with the flat config, the
+        leaderboard, the per-task and per-family tables, the win rates, the plots, each entry's
+        IQM speedup and profile score as summary values and the result files as an artifact. A run
+        that cannot start is one warning line; the files above are written either way."""
+        from taskset_lab.pipelines import dashboards as dash
 
-            run = wandb.init(project=node.get("project", "taskset_lab"), name=str(self.cfg.expr_name),
-                             group=node.get("group"), job_type="EVALUATE", dir=str(self.output_dir),
-                             config=flat_config(self.cfg), reinit=True)
-        except Exception as exc:  # noqa: BLE001 - W&B failing to start never loses the results
-            log.warning("W&B run could not start (%s: %s); the results are in %s", type(exc).__name__,
-                        str(exc).splitlines()[0] if str(exc) else "", self.output_dir)
+        run = dash.start_run(self.cfg, job_type="EVALUATE", config=dash.flat_config(self.cfg))
+        if run is None:
             return
+        out = self.output_dir
         try:
-            run.log({"leaderboard": wandb.Table(dataframe=board), "per_task": wandb.Table(dataframe=frame),
-                     "families": wandb.Table(dataframe=fam),
-                     **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})
-            for row in summary["leaderboard"]:
-                run.summary[f"{row['optimizer']}/speedup_iqm"] = row["speedup_iqm"]
-                run.summary[f"{row['optimizer']}/profile_score"] = row["profile_score"]
-            artifact = wandb.Artifact(f"{self.cfg.expr_name}-evaluation", type="evaluation")
-            for name in ("leaderboard.csv", "leaderboard.md", "per_task.parquet", "families.csv", "win_rates.csv",
-                         "evaluation_summary.json"):
-                artifact.add_file(str(self.output_dir / name))
-            run.log_artifact(artifact)
+            dash.log_table(run, "evaluate/leaderboard", board)
+            dash.log_table(run, "evaluate/per_task", frame)
+            dash.log_table(run, "evaluate/families", fam)
+            dash.log_table(run, "evaluate/win_rates", pd.read_csv(out / "win_rates.csv"))
+            dash.log_images(run, {f"evaluate/{p.stem}": p for p in plots})
+            dash.set_summary(run, {f"{row['optimizer']}/{key}": row[key] for row in summary["leaderboard"]
+                                   for key in ("speedup_iqm", "normalized_iqm", "profile_score",
+                                               "win_rate_vs_tuned_adam", "diverged_fraction")})
+            dash.log_artifact(run, dash.artifact_name(str(self.cfg.expr_name), "evaluation"), "evaluation",
+                              [out / n for n in ("leaderboard.csv", "leaderboard.md", "per_task.parquet",
+                                                 "per_task.csv", "families.csv", "win_rates.csv",
+                                                 "evaluation_summary.json")], root=out)
         finally:
-            run.finish()
-
-
-def flat_config(cfg: Any) -> dict[str, Any]:
-    """The resolved config as one flat mapping of dotted keys to typed values (numbers stay numbers)."""
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(node, list):
-            flat[prefix] = str(node) if any(isinstance(v, (dict, list)) for v in node) else node
-        else:
-            flat[prefix] = node
-
-    container = OmegaConf.to_container(cfg, resolve=True)
-    container.pop("hydra", None)
-    walk("", container)
-    return flat
-
+            dash.finish_run(run)

@@ -11,15 +11,13 @@ HPARAM_LIST writes, with the tasks it was learned on.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from taskset_lab.curves.store import read_curves, read_runs
-from taskset_lab.files import write_text_atomic
 from taskset_lab.hparam_list.greedy import learn_hparam_list
 from taskset_lab.hparam_list.normalize import hparams_frame, normalization_info, normalized_losses, task_families
-from taskset_lab.hparam_list.report import build_hparam_list
+from taskset_lab.hparam_list.report import build_hparam_list, write_hparam_list
 
 SELECT, REPORT, REDUCE, CAP = "valid_inner", "test", "best", 1.5
 
@@ -37,5 +35,5 @@ def learn_list(store: str | Path, optimizer: str, length: int) -> dict[str, Any]
 
 
 def write_list(path: str | Path, data: dict[str, Any]) -> Path:
-    """Write a list file atomically."""
-    return write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    """Write a list file atomically (HPARAM_LIST's writer)."""
+    return write_hparam_list(path, data)

@@ -64,11 +64,10 @@ def build_hparam_list(optimizer: str, config_ids: Sequence[int], hparams: pd.Dat
 
 
 def write_hparam_list(path: str | Path, data: Mapping[str, Any]) -> Path:
-    """Write the list JSON (pretty, keys in insertion order)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_plain(dict(data)), indent=2) + "\n")
-    return path
+    """Write the list JSON (pretty, keys in insertion order), atomically."""
+    from taskset_lab.files import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(_plain(dict(data)), indent=2) + "\n")
 
 
 def read_hparam_list(path: str | Path) -> dict[str, Any]:

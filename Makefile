@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean mtl-demo transfer-demo
+.PHONY: setup demo test bench clean mtl-demo transfer-demo evaluate-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ mtl-demo: $(STAMP)
 
 transfer-demo: $(STAMP)
 	$(VENV)/bin/tasklab pipeline=TRANSFER index=transfer_quickstart
+
+evaluate-demo: $(STAMP)
+	$(VENV)/bin/tasklab pipeline=EVALUATE index=evaluate_quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

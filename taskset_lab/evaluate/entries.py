@@ -163,39 +163,45 @@ def parse_entry(name: str, raw: Any) -> Entry:
         if problem:
             raise ConfigError(f"{where}.list", problem)
         return Entry(name, LIST, space=str(raw["list"]), trials=k)
-    from taskset_lab.optim.registry import optimizer_family_names
-
+    space = _family_name(f"{where}.{'learn_list' if form == LEARNED else 'search_space'}",
+                         raw["learn_list" if form == LEARNED else "search_space"])
     if form == LEARNED:
-        space = raw["learn_list"]
-        if space not in optimizer_family_names():
-            raise ConfigError(f"{where}.learn_list", f"must be an optimizer family to learn a list of "
-                                                     f"({', '.join(optimizer_family_names())}), got {space!r}")
-        problems = ConfigProblems()
-        values = {}
-        for key, default in (("configs", 32), ("k", 1)):
-            with problems:
-                values[key] = _positive(f"{where}.{key}", raw.get(key, default))
-        problems.raise_all()
+        values = _positive_fields(where, raw, {"configs": 32, "k": 1})
         if values["k"] > values["configs"]:
             raise ConfigError(f"{where}.k", f"({values['k']}) is more than the {values['configs']} configs "
                                             "the list is learned from")
-        return Entry(name, LEARNED, space=str(space), trials=values["k"], configs=values["configs"])
-    space = raw["search_space"]
-    if space not in optimizer_family_names():
-        raise ConfigError(f"{where}.search_space", f"must be an optimizer family to sample configs from "
-                                                   f"({', '.join(optimizer_family_names())}), got {space!r}")
+        return Entry(name, LEARNED, space=space, trials=values["k"], configs=values["configs"])
     problems = ConfigProblems()
     values = {}
-    for key, default in (("trials", None), ("studies", 1)):
-        with problems:
-            values[key] = _positive(f"{where}.{key}", raw.get(key, default))
+    with problems:
+        values = _positive_fields(where, raw, {"trials": None, "studies": 1})
     with problems:
         offset = raw.get("seed_offset", 0)
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ConfigError(f"{where}.seed_offset", f"must be an integer >= 0, got {offset!r}")
     problems.raise_all()
-    return Entry(name, TUNING, space=str(space), trials=values["trials"], studies=values["studies"],
+    return Entry(name, TUNING, space=space, trials=values["trials"], studies=values["studies"],
                  seed_offset=int(offset))
+
+
+def _family_name(where: str, value: Any) -> str:
+    """``value`` as the name of an optimizer family whose sampler draws configs."""
+    from taskset_lab.optim.registry import optimizer_family_names
+
+    if value not in optimizer_family_names():
+        raise ConfigError(where, f"must be an optimizer family to draw configs from "
+                                 f"({', '.join(optimizer_family_names())}), got {value!r}")
+    return str(value)
+
+
+def _positive_fields(where: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, int]:
+    """Each key of ``defaults`` read from ``raw`` as a positive integer (all problems at once)."""
+    problems, values = ConfigProblems(), {}
+    for key, default in defaults.items():
+        with problems:
+            values[key] = _positive(f"{where}.{key}", raw.get(key, default))
+    problems.raise_all()
+    return values
 
 
 def _check_torch(entry: Entry, where: str) -> None:

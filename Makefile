@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean mtl-demo transfer-demo evaluate-demo
+.PHONY: setup demo test test-fast bench clean mtl-demo transfer-demo evaluate-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ evaluate-demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# the edit-test loop: unit, contract and reference tests without the slow ones (tests/conftest.py)
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not (integration or benchmark or slow)" tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_population.py --device cpu

@@ -38,6 +38,7 @@ import io
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -165,7 +166,10 @@ def _quiet_syne_tune(folder: str):
         lg.setLevel(logging.ERROR)
     state = np.random.get_state()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # statsmodels' KDE (Syne Tune's TPE/BOHB searcher) announces a future change of its
+            # default random generator at every fit; the searcher seeds it itself
+            warnings.filterwarnings("ignore", message=r"After 0\.17 or January 2028", category=FutureWarning)
             yield
     finally:
         np.random.set_state(state)

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean mtl-demo transfer-demo evaluate-demo
+.PHONY: setup demo test test-fast bench clean mtl-demo transfer-demo evaluate-demo replay-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ transfer-demo: $(STAMP)
 
 evaluate-demo: $(STAMP)
 	$(VENV)/bin/tasklab pipeline=EVALUATE index=evaluate_quickstart
+
+replay-demo: $(STAMP)
+	$(VENV)/bin/tasklab pipeline=REPLAY index=replay_quickstart
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -32,15 +32,44 @@ LAYERS = ("unit", "contract", "reference", "integration", "benchmark")
 LAYER_OF_FILE: dict[str, tuple[str, ...]] = {
     "reference": ("test_released_*.py", "test_optim_reference.py"),
     "contract": ("test_*_contract.py",),
-    "benchmark": ("test_bench_*.py",),
+    "benchmark": ("test_bench_*.py", "test_*_bench.py"),
     "integration": ("test_*_pipeline.py", "test_cli.py", "test_api.py", "test_config_problems.py", "test_faults*.py",
                     "test_train_*.py", "test_transfer.py", "test_transfer_ddp.py", "test_multirun.py",
-                    "test_dashboards*.py", "test_replay*.py", "test_run_*.py", "test_taskset_curves.py"),
+                    "test_dashboards*.py", "test_meta_train.py", "test_run_*.py", "test_taskset_curves.py"),
 }
 
-#: unit and contract tests ``make test-fast`` leaves out (node-id prefixes): the ones that
-#: take seconds each on 2 cores (measured with ``pytest --durations``)
-SLOW: tuple[str, ...] = ()
+#: tests in other layers' files that run a benchmark script (node-id prefixes under tests/)
+BENCHMARK_TESTS: tuple[str, ...] = ("test_engine.py::test_benchmark_", "test_curve_store.py::test_store_benchmark_")
+
+#: unit, contract and reference tests ``make test-fast`` leaves out (node-id prefixes under
+#: tests/): those that take seconds each on 2 cores (``pytest --durations``), so the rest runs
+#: in under 2 minutes
+SLOW: tuple[str, ...] = (
+    "test_stand_ins.py::test_the_best_of_a_few_configs_learns_the_stand_in",
+    "test_task_contract.py::test_task_builds_and_trains",
+    "test_engine.py::test_population_matches_single_for_every_family",
+    "test_engine_compiled.py::",
+    "test_optimizer_contract.py::test_compiled_step_equals_the_eager_step",
+    "test_optimizer_contract.py::test_torch_optim_front_end_equals_the_batched_form",
+    "test_optimizer_contract.py::test_a_family_with_only_a_pure_update_and_vector_hparams_runs_in_every_front_end",
+    "test_optim_reference.py::test_adam_families_match_taskset_update_for_600_steps",
+    "test_optim_reference.py::test_opt_list_first_20_entries_match_reference_update_for_1000_steps",
+    "test_task_map.py::test_tasks_cli_draws_the_map_and_refuses_a_missing_store",
+    "test_task_map.py::test_catalogue_plot_states_the_spread_of_parameter_counts",
+    "test_data.py::test_corrupt_mnist_files_are_one_line_through_the_cli",
+    "test_stateful_tasks.py::test_config_in_population_of_4_equals_config_alone",
+    "test_curve_store.py::test_killed_collection_resumes_to_the_same_store",
+    "test_curve_store.py::test_a_claim_left_by_a_killed_writer_is_cleared_and_a_live_one_kept",
+    "test_fixed_image_conv.py::test_builds_on_the_stand_in_and_trains_in_the_population_engine",
+    "test_fixed_offline.py::test_trains_five_steps_in_the_population_engine",
+    "test_taskset_image_families.py::test_seeds_0_to_7_build_offline_and_train",
+    "test_taskset_seq_families.py::test_seeds_0_to_7_build_and_train",
+    "test_taskset_mlp_ae_vae.py::test_seeds_0_to_7_build_offline_and_train_20_steps",
+    "test_hparam_list.py::test_wandb_offline_logging_reads_back",
+    "test_task_interface.py::test_curves_refuses_a_bad_override_before_training",
+    "test_lab_families.py::test_vmap_over_stacked_params_matches_each_copy",
+    "test_optim.py::test_samplers_in_range_and_deterministic",
+)
 
 
 def _layer(filename: str) -> str:
@@ -56,10 +85,12 @@ def pytest_collection_modifyitems(config, items):
     """Give every test its layer marker (by file, unless the file marks one itself) and mark
     the slow ones."""
     for item in items:
-        if not any(item.get_closest_marker(layer) for layer in LAYERS):
-            item.add_marker(getattr(pytest.mark, _layer(item.path.name)))
         node = item.nodeid.split("tests/", 1)[-1]
-        if any(node.startswith(prefix) for prefix in SLOW):
+        if node.startswith(BENCHMARK_TESTS):
+            item.add_marker(pytest.mark.benchmark)
+        elif not any(item.get_closest_marker(layer) for layer in LAYERS):
+            item.add_marker(getattr(pytest.mark, _layer(item.path.name)))
+        if node.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
 
 

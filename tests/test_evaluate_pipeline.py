@@ -16,7 +16,7 @@ import pytest
 
 from conftest import compose, kill_tasklab, run_tasklab
 from taskset_lab.cli import run_pipeline
-from taskset_lab.curves.store import list_parts, read_curves
+from taskset_lab.curves.store import list_parts, read_curves, read_runs
 from taskset_lab.evaluate.entries import parse_entries
 from taskset_lab.evaluate.metrics import AdamEnvelope, ema
 
@@ -103,12 +103,30 @@ def test_scores_recomputed_by_hand_from_the_stored_curves(evaluated):
         expected = float(envelope.speedup(ema(curve)[-1], steps[-1]))
         got = frame[(frame["optimizer"] == "frozen") & (frame["task"] == task) & (frame["seed"] == seed)]
         assert got["speedup"].item() == pytest.approx(expected, rel=1e-12)
-    # the tuned entry picks, per seed, the learning rate with the lowest valid_inner loss
+    # the tuned entry picks, per seed, the learning rate with the lowest valid_inner loss among
+    # the runs that did not diverge
     valid = adam["valid_inner"].to_numpy().reshape(15, 2, len(steps))
+    runs = read_runs(out / "baselines", tasks=task).sort_values(["config_id", "replica"])
+    diverged = (runs["status"].to_numpy() == "diverged").reshape(15, 2)
     for seed in (0, 1):
-        best = int(np.argmin(np.where(np.isnan(valid[:, seed]), np.inf, valid[:, seed]).min(axis=1)))
+        score = np.where(np.isnan(valid[:, seed]), np.inf, valid[:, seed]).min(axis=1)
+        best = int(np.argmin(np.where(diverged[:, seed], np.inf, score)))
         got = frame[(frame["optimizer"] == "adam_tuned") & (frame["task"] == task) & (frame["seed"] == seed)]
         assert got["config"].item() == best
+
+
+def test_a_run_that_diverged_is_never_picked_over_one_that_did_not():
+    """pick_configs: per study and seed the lowest select loss wins, NaN and diverged runs never
+    (config 0 was best before it diverged); a study where all diverged keeps its first config."""
+    from taskset_lab.evaluate.report import pick_configs
+
+    nan = np.nan
+    valid = np.array([[[1.0, 0.1, nan]], [[1.0, 0.5, 0.4]], [[1.0, 0.6, 0.3]],  # study 0: configs 0-2
+                      [[1.0, nan, nan]], [[1.0, 2.0, 3.0]]])                     # study 1: configs 3-4
+    diverged = np.array([[True], [False], [False], [True], [True]])
+    assert pick_configs(valid, 3, 1, diverged).tolist() == [[2]]
+    assert pick_configs(valid, 3, 1).tolist() == [[0]]  # without the divergence record: the early low
+    assert pick_configs(valid[3:], 2, 1, diverged[3:]).tolist() == [[0]]
 
 
 def test_rerun_reuses_everything_and_baselines_are_shared(evaluated, tmp_path):
@@ -247,20 +265,21 @@ def test_wandb_run_holds_the_leaderboard_tables_plots_and_results(evaluated, tmp
 
 def test_a_list_learned_on_the_train_tasks_is_scored_on_the_test_tasks(tmp_path):
     """learn_list: learned (HPARAM_LIST's greedy list) on the split's train tasks only, written as
-    hparam_list.json, scored on the test task; the report holds only the test task."""
+    hparam_list.json, scored on the test tasks; the report holds only the test tasks."""
     from taskset_lab.optim.hparam_list import load_hparam_list
 
     out = tmp_path / "run"
     run_pipeline(compose("evaluate_quickstart", [
         *_args(out, tmp_path / "baselines", "+optimizers={learned: {learn_list: nadamw, configs: 4, k: 2}}"),
-        "task_set.fixed=[TwoD_Bowl10,quadratic_family_seed8,losg_tasks_family_seed15]",
-        "task_split.by=names", "task_split.test=[TwoD_Bowl10]"]))
+        "task_set.fixed=[TwoD_Bowl10,mlp_ae_family_seed25,quadratic_family_seed8,losg_tasks_family_seed15]",
+        "task_split.by=names", "task_split.test=[TwoD_Bowl10,mlp_ae_family_seed25]", "misc.offline_data=substitute"]))
     listed = load_hparam_list(out / "entries" / "learned.hparam_list.json")
     assert sorted(listed["tasks"]) == ["losg_tasks_family_seed15", "quadratic_family_seed8"]
     assert listed["optimizer"] == "nadamw" and len(listed["entries"]) == 2
     assert {e["config_id"] for e in listed["entries"]} <= set(range(4))
     frame = _frame(out)
-    assert set(frame["task"]) == {"TwoD_Bowl10"} and set(frame["split"]) == {"test"}
+    # a task on an offline stand-in is recorded (and reported) under its stand-in name
+    assert set(frame["task"]) == {"TwoD_Bowl10", "mlp_ae_family_seed25_on_digits"} and set(frame["split"]) == {"test"}
     assert set(frame["config"]) <= {0, 1}  # the list's first two entries
 
 

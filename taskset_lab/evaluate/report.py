@@ -3,7 +3,7 @@
 Per entry, task and seed (``score_curves``):
 
 * each study picks, among its ``trials`` configs, the one with the lowest ``valid_inner``
-  loss at any evaluation (the select split; a diverged evaluation never wins), and that run
+  loss at any evaluation (the select split; a run that diverged never wins), and that run
   is scored by :func:`taskset_lab.evaluate.score.score_run`: speedup over tuned Adam, steps to
   target (tuned Adam's best seed-mean training loss), final train/test losses, the test loss at
   the best select evaluation (``best_test``), diverged;
@@ -57,10 +57,15 @@ def normalized(loss: float, scale: tuple[float, float], diverged: bool) -> float
     return float(min((loss - best) / (init - best), NORMALIZED_CAP))
 
 
-def pick_configs(valid_inner: np.ndarray, trials: int, studies: int) -> np.ndarray:
+def pick_configs(valid_inner: np.ndarray, trials: int, studies: int, diverged: np.ndarray | None = None
+                 ) -> np.ndarray:
     """``[studies, seeds]`` config indices: per study and seed, the config of the study's
-    ``trials`` whose lowest select loss is lowest (NaN never wins; all NaN: the study's first)."""
+    ``trials`` whose lowest select loss is lowest. A run that diverged never wins (its finite
+    evaluations before the divergence included: a tuner keeps the run it would deploy), nor does
+    NaN; when every run diverged, the study's first is the (missed) pick."""
     best = np.where(np.isnan(valid_inner), np.inf, valid_inner).min(axis=-1)  # [configs, seeds]
+    if diverged is not None:
+        best = np.where(np.asarray(diverged, dtype=bool), np.inf, best)
     picks = np.empty((studies, best.shape[1]), dtype=int)
     for s in range(studies):
         block = best[s * trials:(s + 1) * trials]
@@ -84,7 +89,7 @@ def score_curves(entry: str, task: str, family: str, losses: Mapping[str, np.nda
         raise ValueError(f"{entry} on {task}: {losses['valid_inner'].shape[0]} configs for "
                          f"{studies} studies of {trials} trials")
     scale = normalization_scale(baseline)
-    picks = pick_configs(losses["valid_inner"][:trials * studies], trials, studies)
+    picks = pick_configs(losses["valid_inner"][:trials * studies], trials, studies, diverged[:trials * studies])
     rows = []
     for seed in range(picks.shape[1]):
         per_study = []

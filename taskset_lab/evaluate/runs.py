@@ -281,26 +281,41 @@ def collect_torch(entry: Entry, spec: CollectionSpec, tasks: Sequence[TaskSpec],
             "config_steps_per_s": done * spec.total_steps / seconds if done and seconds > 0 else None}
 
 
+class StoredCurves:
+    """Every curve of one label in one store, read once (columnar, filters pushed down) and cut
+    per task by the ``task`` column, the name the collector recorded (a task on an offline
+    stand-in carries ``_on_<stand-in>`` there, while its part files are named after the spec)."""
+
+    def __init__(self, store: Path, label: str):
+        self.store, self.label = Path(store), label
+        self.curves = read_curves(store, optimizers=label)
+        self.runs = read_runs(store, optimizers=label, columns=["task", "config_id", "replica", "status"])
+
+    def task(self, task: str, num_configs: int, seeds: int, steps: Sequence[int]) -> Curves:
+        """The curves of ``task`` as arrays; a missing run is a :class:`DataError` naming the
+        store (the collection did not finish)."""
+        frame = self.curves[(self.curves["task"] == task) & (self.curves["config_id"] < num_configs)
+                            & (self.curves["replica"] < seeds)]
+        runs = self.runs[(self.runs["task"] == task) & (self.runs["config_id"] < num_configs)
+                         & (self.runs["replica"] < seeds)]
+        expected = num_configs * seeds
+        if len(runs) != expected or len(frame) != expected * len(steps):
+            raise DataError(f"curve store {self.store} holds {len(runs)} of the {expected} runs of {self.label} on "
+                            f"{task}: the collection did not finish; run the same command again to complete it")
+        frame = frame.sort_values(["config_id", "replica", "step"])
+        if not np.array_equal(frame["step"].to_numpy()[:len(steps)], np.asarray(steps)):
+            raise DataError(f"curve store {self.store}: {self.label} on {task} was evaluated at other steps than "
+                            "this evaluation")
+        shape = (num_configs, seeds, len(steps))
+        losses = {s: frame[s].to_numpy(dtype=float).reshape(shape) for s in SPLITS}
+        runs = runs.sort_values(["config_id", "replica"])
+        diverged = (runs["status"].to_numpy() == "diverged").reshape(num_configs, seeds)
+        return Curves(np.asarray(steps, dtype=float), losses, diverged)
+
+
 def load_curves(store: Path, label: str, task: str, num_configs: int, seeds: int, steps: Sequence[int]) -> Curves:
-    """The curves of ``label`` on ``task`` from ``store``, as arrays; a missing run is a
-    :class:`DataError` naming the store (the collection did not finish)."""
-    frame = read_curves(store, tasks=task, optimizers=label)
-    runs = read_runs(store, tasks=task, optimizers=label, columns=["config_id", "replica", "status"])
-    frame = frame[(frame["config_id"] < num_configs) & (frame["replica"] < seeds)]
-    runs = runs[(runs["config_id"] < num_configs) & (runs["replica"] < seeds)]
-    expected = num_configs * seeds
-    if len(runs) != expected or len(frame) != expected * len(steps):
-        raise DataError(f"curve store {store} holds {len(runs)} of the {expected} runs of {label} on {task}: "
-                        "the collection did not finish; run the same command again to complete it")
-    frame = frame.sort_values(["config_id", "replica", "step"])
-    got_steps = frame["step"].to_numpy()[:len(steps)]
-    if not np.array_equal(got_steps, np.asarray(steps)):
-        raise DataError(f"curve store {store}: {label} on {task} was evaluated at other steps than this evaluation")
-    shape = (num_configs, seeds, len(steps))
-    losses = {s: frame[s].to_numpy(dtype=float).reshape(shape) for s in SPLITS}
-    runs = runs.sort_values(["config_id", "replica"])
-    diverged = (runs["status"].to_numpy() == "diverged").reshape(num_configs, seeds)
-    return Curves(np.asarray(steps, dtype=float), losses, diverged)
+    """The curves of ``label`` on ``task`` (its recorded name) from ``store``, as arrays."""
+    return StoredCurves(store, label).task(task, num_configs, seeds, steps)
 
 
 def eval_steps(total_steps: int, eval_every: int) -> list[int]:
@@ -318,6 +333,6 @@ def summarize_collection(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "parts_skipped": int(sum(p.get("parts_skipped", p.get("skipped", 0)) or 0 for p in parts))}
 
 
-__all__ = ["BASELINE_SPACE", "Curves", "PopulationStore", "baseline_spec", "check_baseline_store",
+__all__ = ["BASELINE_SPACE", "Curves", "PopulationStore", "StoredCurves", "baseline_spec", "check_baseline_store",
            "collect_population", "collect_torch", "eval_steps", "load_curves", "population_stores",
            "summarize_collection", "torch_settings"]

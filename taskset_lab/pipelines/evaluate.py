@@ -167,7 +167,7 @@ class EvaluatePipeline(Pipeline):
     def score(self, spec, tasks, split, entries):
         """Stage 3: the per-(entry, task, seed) frame and the baselines it was scored against."""
         from taskset_lab.evaluate.report import score_curves
-        from taskset_lab.evaluate.runs import BASELINE_SPACE, baseline_spec, eval_steps, load_curves
+        from taskset_lab.evaluate.runs import BASELINE_SPACE, baseline_spec, eval_steps
         from taskset_lab.evaluate.score import baseline_from_curves
         from taskset_lab.optim.hparam_list import LOPT_BASELINE_LRS
 
@@ -178,7 +178,7 @@ class EvaluatePipeline(Pipeline):
         rows, baselines, skipped = [], {}, []
         for task in tasks:
             name = self._stored_name(task, spec)
-            adam = load_curves(Path(str(self.cfg.baselines_dir)), BASELINE_SPACE, name, base.num_configs, seeds, steps)
+            adam = self.stored(Path(str(self.cfg.baselines_dir)), BASELINE_SPACE).task(name, base.num_configs, seeds, steps)
             try:
                 baselines[name] = baseline_from_curves(name, adam.steps, LOPT_BASELINE_LRS, range(seeds), adam.losses)
             except ValueError as exc:  # every learning rate diverged: no reference on this task
@@ -187,12 +187,21 @@ class EvaluatePipeline(Pipeline):
                 continue
             for entry in entries:
                 at = where[entry.name]
-                curves = load_curves(at.folder, at.label, name, at.num_configs, seeds, steps)
+                curves = self.stored(at.folder, at.label).task(name, at.num_configs, seeds, steps)
                 rows += score_curves(entry.name, name, task.family, curves.losses, curves.steps, curves.diverged,
                                      baselines[name], entry.trials, entry.studies, split[task.name])
         if not rows:
             raise DataError("no task has a tuned-Adam reference (every learning rate diverged on every task)")
         return pd.DataFrame(rows), baselines, skipped
+
+    def stored(self, folder: Path, label: str):
+        """The curves of ``label`` in ``folder``, read once per run (scoring and plots share them)."""
+        from taskset_lab.evaluate.runs import StoredCurves
+
+        readers = self.__dict__.setdefault("_readers", {})
+        if (folder, label) not in readers:
+            readers[(folder, label)] = StoredCurves(folder, label)
+        return readers[(folder, label)]
 
     @staticmethod
     def _stored_name(task, spec) -> str:
@@ -261,24 +270,23 @@ class EvaluatePipeline(Pipeline):
     def _plot_curves(self, frame: pd.DataFrame, baselines, n: int) -> dict[str, dict[str, tuple]]:
         """The seed-mean training curve of each entry's pick on the first ``n`` tasks, smoothed
         as the scores read it (EMA over evaluations)."""
-        from taskset_lab.curves.store import read_curves
         from taskset_lab.evaluate.entries import parse_entries
         from taskset_lab.evaluate.metrics import ema
 
         entries = parse_entries(plain(self.cfg.optimizers))
         where = self.locations(entries)
         out: dict[str, dict[str, tuple]] = {}
+        seeds = int(frame["seed"].max()) + 1
         for task in list(dict.fromkeys(frame["task"]))[:n]:
             out[task] = {}
             for entry in entries:
                 picks = frame[(frame["task"] == task) & (frame["optimizer"] == entry.name)]
-                curves = read_curves(where[entry.name].folder, tasks=task, optimizers=where[entry.name].label,
-                                     splits="train")
-                chosen = [curves[(curves["config_id"] == c) & (curves["replica"] == s)].sort_values("step")
-                          for c, s in zip(picks["config"], picks["seed"])]
-                steps = chosen[0]["step"].to_numpy(dtype=float)
-                mean = np.mean([c["train"].to_numpy(dtype=float) for c in chosen], axis=0)
-                out[task][entry.name] = (steps, ema(mean))  # smoothed as the envelope and the score are
+                at = where[entry.name]
+                curves = self.stored(at.folder, at.label).task(task, at.num_configs, seeds,
+                                                               baselines[task].steps.astype(int))
+                train = curves.losses["train"]
+                mean = np.mean([train[c, s] for c, s in zip(picks["config"], picks["seed"])], axis=0)
+                out[task][entry.name] = (curves.steps, ema(mean))  # smoothed as the envelope and the score are
         return out
 
     def log_wandb(self, frame: pd.DataFrame, board: pd.DataFrame, fam: pd.DataFrame, plots: list[Path],

@@ -121,6 +121,16 @@ def run_tasklab(args: list[str], cwd: Path, timeout: float = 300, env: dict | No
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 
+def one_error_line(proc) -> str:
+    """The one line a finished `tasklab` process wrote to stderr for a user's mistake: exit
+    status 2, no traceback, exactly one non-empty line (the assertions say what it wrote)."""
+    assert proc.returncode == 2, proc.stdout[-1500:] + proc.stderr[-1500:]
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
+
+
 def interrupt_tasklab(args: list[str], cwd: Path, ready, wait: float = 180):
     """Start `tasklab <args>`, send SIGINT (Ctrl-C) once ``ready()`` is true; returns the
     finished process's ``(returncode, stdout, stderr)``."""

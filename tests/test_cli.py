@@ -8,42 +8,34 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_tasklab
-
-
-def _one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+from conftest import one_error_line, run_tasklab
 
 
 def test_unknown_pipeline_lists_valid_ones(tmp_path):
-    line = _one_error_line(run_tasklab(["pipeline=NOPE", "index=x"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=NOPE", "index=x"], tmp_path))
     assert "unknown pipeline 'NOPE'" in line
     for name in ("TRAIN", "CURVES", "HPARAM_LIST"):
         assert name in line
 
 
 def test_missing_and_unknown_index_list_available(tmp_path):
-    line = _one_error_line(run_tasklab(["pipeline=TRAIN"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=TRAIN"], tmp_path))
     assert "missing index" in line and "train_mlp_digits" in line
-    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=nope"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=TRAIN", "index=nope"], tmp_path))
     assert "unknown index 'nope'" in line and "quickstart" in line
 
 
 def test_index_for_another_pipeline(tmp_path):
-    line = _one_error_line(run_tasklab(["pipeline=CURVES", "index=train_mlp_digits"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=CURVES", "index=train_mlp_digits"], tmp_path))
     assert "written for pipeline TRAIN" in line
 
 
 def test_invalid_and_missing_fields_are_named(tmp_path):
-    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "eval_every=0"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "eval_every=0"], tmp_path))
     assert "'eval_every'" in line and "positive integer" in line
-    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "~total_steps"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "~total_steps"], tmp_path))
     assert "total_steps" in line
-    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "optimizer.lr=-1"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "optimizer.lr=-1"], tmp_path))
     assert "'optimizer'" in line and "lr" in line
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose, kill_tasklab, run_tasklab
+from conftest import compose, kill_tasklab, one_error_line, run_tasklab
 from taskset_lab.cli import run_pipeline
 from taskset_lab.curves.store import list_parts, read_curves, read_runs
 from taskset_lab.evaluate.entries import parse_entries
@@ -147,20 +147,12 @@ def _nothing_but_hydra(out) -> bool:
     return not out.exists() or {p.name for p in out.iterdir()} <= {".hydra"}
 
 
-def _one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
-
-
 def test_an_unknown_optimizer_class_is_one_line_and_nothing_is_written(tmp_path):
     out = tmp_path / "run"
     proc = run_tasklab(["pipeline=EVALUATE", "index=evaluate_quickstart", *SMALL, "~optimizers",
                         "+optimizers={x: {_target_: torch.optim.NoSuchOptimizer, lr: 0.1}}",
                         f"output_dir={out}", f"baselines_dir={tmp_path / 'baselines'}"], tmp_path)
-    assert "cannot import 'torch.optim.NoSuchOptimizer'" in _one_error_line(proc)
+    assert "cannot import 'torch.optim.NoSuchOptimizer'" in one_error_line(proc)
     assert _nothing_but_hydra(out) and not (tmp_path / "baselines").exists()
 
 
@@ -189,7 +181,7 @@ def test_a_baseline_store_of_another_horizon_is_refused(evaluated, tmp_path):
     before = sorted(p.name for p in (out / "baselines" / "curves").iterdir())
     proc = run_tasklab(["pipeline=EVALUATE", "index=evaluate_quickstart", *SMALL, "total_steps=30",
                         f"output_dir={tmp_path / 'run'}", f"baselines_dir={out / 'baselines'}"], tmp_path)
-    line = _one_error_line(proc)
+    line = one_error_line(proc)
     assert "baselines_dir" in line and "total_steps=30" in line
     assert _nothing_but_hydra(tmp_path / "run")
     assert sorted(p.name for p in (out / "baselines" / "curves").iterdir()) == before

@@ -17,7 +17,7 @@ import pytest
 from taskset_lab.cli import run_pipeline
 from taskset_lab.curves.store import CURVES_DIR, DAMAGED_DIR, RUNS_DIR, list_parts, read_curves, read_runs
 
-from conftest import compose, kill_tasklab, run_tasklab
+from conftest import compose, kill_tasklab, one_error_line, run_tasklab
 
 # 2 lab_two_d tasks x 3 configs, one config per part: 6 parts of a few milliseconds of compute each
 SMALL = ["task_set.families=[{family:lab_two_d,seeds:[0,2]}]", "task_set.fixed=[]", "search_space.num_configs=3",
@@ -29,14 +29,6 @@ KEY = ["task", "config_id", "replica", "step"]
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(KEY).reset_index(drop=True)
-
-
-def _one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +168,7 @@ def test_full_disk_keeps_the_last_good_file_and_says_so_in_one_line(small_disk, 
     pd.testing.assert_frame_equal(pd.read_csv(path), good)  # the previous complete file
     assert [p.name for p in small_disk.iterdir() if p.name.endswith(".tmp")] == []
     # the CLI on a full disk: one line, exit 2
-    line = _one_error_line(run_tasklab(["pipeline=CURVES", "index=curves_quickstart", *SMALL,
+    line = one_error_line(run_tasklab(["pipeline=CURVES", "index=curves_quickstart", *SMALL,
                                         f"output_dir={small_disk / 'run'}"], tmp_path))
     assert "no space left" in line.lower()
 
@@ -186,7 +178,7 @@ def test_read_only_folder_is_one_line(tmp_path):
     if not _mount_tmpfs(where, "ro,size=64k"):
         pytest.skip("cannot mount a read-only tmpfs here (needs root and mount)")
     try:
-        line = _one_error_line(run_tasklab(["pipeline=CURVES", "index=curves_quickstart", *SMALL,
+        line = one_error_line(run_tasklab(["pipeline=CURVES", "index=curves_quickstart", *SMALL,
                                             f"output_dir={where / 'run'}"], tmp_path))
         assert "read-only" in line and str(where) in line
     finally:

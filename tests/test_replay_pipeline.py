@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import compose, run_tasklab
+from conftest import compose, one_error_line, run_tasklab
 from test_replay import make_store
 from taskset_lab.cli import run_pipeline
 from taskset_lab.curves.store import read_curves, read_runs
@@ -18,14 +18,6 @@ from taskset_lab.hparam_list.baselines import order_curve
 from taskset_lab.hparam_list.evaluate import cv_folds
 from taskset_lab.hparam_list.normalize import loss_matrix, normalized_losses
 from wandb_offline import offline_runs, read_offline_table
-
-
-def _one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def test_replay_pipeline_outputs_and_list_equals_hparam_list(tmp_path, monkeypatch):
@@ -69,7 +61,7 @@ def test_replay_pipeline_outputs_and_list_equals_hparam_list(tmp_path, monkeypat
 
 def test_bad_settings_one_line_exit_2(tmp_path):
     store = make_store(tmp_path / "store")
-    line = _one_error_line(run_tasklab([
+    line = one_error_line(run_tasklab([
         "pipeline=REPLAY", "index=replay_quickstart", f"curves_dir={store}", "collect_if_missing=false",
         "replay.budget=0.5", "replay.strategies=[random,nope]", "replay.select_split=valid"], tmp_path))
     assert "replay.budget" in line and "at least 1" in line
@@ -78,7 +70,7 @@ def test_bad_settings_one_line_exit_2(tmp_path):
 
 def test_store_without_report_split_one_line_exit_2(tmp_path):
     store = make_store(tmp_path / "store", drop_split="test")
-    line = _one_error_line(run_tasklab([
+    line = one_error_line(run_tasklab([
         "pipeline=REPLAY", "index=replay_quickstart", f"curves_dir={store}", "collect_if_missing=false",
         f"output_dir={tmp_path / 'out'}"], tmp_path))
     assert "lacks a split" in line and "test" in line

@@ -19,18 +19,10 @@ from taskset_lab.curves.store import part_name, write_part
 from taskset_lab.errors import DataError, TasklabError
 from taskset_lab.tasks.base import SPLITS
 
-from conftest import compose, run_tasklab
+from conftest import compose, one_error_line, run_tasklab
 
 TRAIN = ["debug=train", "logger=csv"]
 NO_REFERENCES = ["hparam_list.reference_lists={}"]
-
-
-def _one_error_line(proc) -> str:
-    assert proc.returncode == 2, proc.stdout[-1500:] + proc.stderr[-1500:]
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
 
 
 def _store(root: Path, losses: dict[str, float], diverged: bool = False, optimizer: str = "nadamw") -> Path:
@@ -137,9 +129,9 @@ def test_help_and_version_speak_of_tasklab(tmp_path):
 
 
 def test_hydra_composition_errors_are_one_line(tmp_path):
-    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "trainer=nope"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "trainer=nope"], tmp_path))
     assert "trainer/nope" in line and "debug, default" in line
-    line = _one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "optimizr.lr=3"], tmp_path))
+    line = one_error_line(run_tasklab(["pipeline=TRAIN", "index=train_quadratic", "optimizr.lr=3"], tmp_path))
     assert "'optimizr" in line
 
 
@@ -148,11 +140,11 @@ def test_bad_paths_devices_loggers_and_stores_are_one_line(tmp_path):
 
     a_file = tmp_path / "a_file"
     a_file.write_text("not a store")
-    line = _one_error_line(run_tasklab(["pipeline=HPARAM_LIST", "index=quickstart", f"curves_dir={a_file}",
+    line = one_error_line(run_tasklab(["pipeline=HPARAM_LIST", "index=quickstart", f"curves_dir={a_file}",
                                         f"output_dir={tmp_path / 'o1'}"], tmp_path))
     assert "curves_dir" in line and "is a file" in line
     store = _store(tmp_path / "nadamw_store", {"lab_two_d_0000aaaa": 1.0, "lab_two_d_0000bbbb": 2.0})
-    line = _one_error_line(run_tasklab(["pipeline=HPARAM_LIST", "index=quickstart", f"curves_dir={store}",
+    line = one_error_line(run_tasklab(["pipeline=HPARAM_LIST", "index=quickstart", f"curves_dir={store}",
                                         "search_space=adam8p", "collect_if_missing=false", *NO_REFERENCES,
                                         "search_space.num_configs=3", "hparam_list.length=2", "hparam_list.ks=[1,2]",
                                         f"output_dir={tmp_path / 'o2'}"], tmp_path))

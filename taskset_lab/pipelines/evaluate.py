@@ -39,7 +39,7 @@ class EvaluatePipeline(Pipeline):
 
     # -- checks -----------------------------------------------------------------------
     def check(self) -> None:
-        from taskset_lab.evaluate.entries import parse_entries
+        from taskset_lab.evaluate.entries import LEARNED, parse_entries
         from taskset_lab.evaluate.runs import check_baseline_store
 
         problems = self.problems
@@ -50,7 +50,7 @@ class EvaluatePipeline(Pipeline):
             self.report_tasks()
         with problems:
             entries = parse_entries(plain(self.cfg.optimizers))
-            learned = [e.name for e in entries if e.form == "learned"]
+            learned = [e.name for e in entries if e.form == LEARNED]
             if learned and not self.train_tasks():
                 raise ConfigError(f"optimizers.{learned[0]}", "learns its list on the task split's train tasks, and "
                                   "there are none: set task_split.by and task_split.test")

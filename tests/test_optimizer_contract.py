@@ -55,7 +55,7 @@ def test_update_is_pure(name):
     g = torch.Generator().manual_seed(0)
     p, grad = torch.randn(4, 3, generator=g, dtype=F64), torch.randn(4, 3, generator=g, dtype=F64)
     state = {k: torch.rand(4, 3, generator=g, dtype=F64) for k in fam.state_names}
-    hp = {k: torch.tensor(float(v), dtype=F64) for k, v in fam.validate(configs_of(name)[0]).items()}
+    hp = {k: torch.as_tensor(v, dtype=F64) for k, v in fam.validate(configs_of(name)[0]).items()}
     before = (p.clone(), grad.clone(), {k: v.clone() for k, v in state.items()})
     new_p, new_state = fam.update(p, grad, state, torch.tensor(3.0), hp, 20)
     assert torch.equal(p, before[0]) and torch.equal(grad, before[1])

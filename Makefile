@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast bench clean mtl-demo transfer-demo evaluate-demo replay-demo
+.PHONY: setup demo test test-fast bench clean mtl-demo transfer-demo evaluate-demo replay-demo lopt-demo
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ evaluate-demo: $(STAMP)
 replay-demo: $(STAMP)
 	$(VENV)/bin/tasklab pipeline=REPLAY index=replay_quickstart
 
+lopt-demo: $(STAMP)
+	$(VENV)/bin/tasklab pipeline=META_TRAIN index=lopt_quickstart
+
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
@@ -40,6 +43,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_population.py --device cpu
 	$(PY) benchmarks/bench_greedy.py
 	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_evaluate.py
+	$(PY) benchmarks/bench_meta.py
 
 clean:
 	rm -rf $(VENV) outputs multirun

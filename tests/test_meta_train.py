@@ -15,7 +15,8 @@ from taskset_lab.meta.outer import MetaSpec, MetaTrainer
 from taskset_lab.optim.learned import load_checkpoint
 from taskset_lab.tasks import sample_task
 
-from conftest import kill_tasklab, run_tasklab
+from conftest import compose, kill_tasklab, run_tasklab
+from taskset_lab.cli import run_pipeline
 
 SMALL = dict(architecture="small_fc_lopt", num_pairs=2, num_workers=2, truncation=3, min_unroll=4, max_unroll=8,
              outer_steps=6, sigma=0.05, outer_lr=0.01)
@@ -112,3 +113,30 @@ def test_bad_settings_and_a_corrupt_checkpoint_give_one_line_and_exit_2(tmp_path
     assert corrupt.returncode == 2
     assert "meta-training checkpoint" in corrupt.stderr.strip().splitlines()[-1]
     assert "Traceback" not in corrupt.stderr
+
+
+def test_wandb_run_holds_the_meta_loss_curve_table_and_checkpoints(tmp_path, monkeypatch):
+    """logger=wandb (offline): the meta-loss as a live history, the flat typed config, the
+    meta-loss table equal to meta_loss.csv and the checkpoints as an artifact."""
+    import pandas as pd
+
+    from wandb_offline import (offline_runs, read_offline_artifacts, read_offline_history, read_offline_run,
+                               read_offline_table)
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    out = tmp_path / "run"
+    args = [a for a in ARGS if not a.startswith(("pipeline=", "index="))]
+    run_pipeline(compose("lopt_quickstart", [*args, "lopt.outer_steps=3", f"output_dir={out}", "logger=wandb",
+                                             "logger.wandb.project=tasklab-test"]))
+    (run,) = offline_runs(out)
+    info = read_offline_run(run)
+    assert info["job_type"] == "META_TRAIN" and info["config"]["lopt.num_pairs"] == 2
+    history = [h for h in read_offline_history(run) if "meta/meta_loss" in h]
+    assert len(history) == 3
+    table = read_offline_table(run, "meta/loss")
+    csv_rows = pd.read_csv(out / "meta_loss.csv")
+    assert list(table["meta_loss"]) == pytest.approx(list(csv_rows["meta_loss"]))
+    (artifact,) = [a for a in read_offline_artifacts(run).values() if a["type"] == "checkpoint"]
+    assert artifact["files"]["learned_optimizer.pt"] == (out / "learned_optimizer.pt").stat().st_size
+    assert "meta_checkpoint.pt" in artifact["files"]

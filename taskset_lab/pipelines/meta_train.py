@@ -87,13 +87,9 @@ class MetaTrainPipeline(Pipeline):
                         offline_data=str(misc.offline_data)) for t in resolve_task_set(task_set, field)]
 
     def run(self) -> dict[str, Any]:
-        import pandas as pd
         import torch
 
-        from taskset_lab.files import write_csv_atomic
-        from taskset_lab.meta.heldout import heldout_evaluation
-        from taskset_lab.meta.outer import MetaTrainer
-        from taskset_lab.optim.learned import save_checkpoint
+        from taskset_lab.pipelines import dashboards as dash
 
         spec, ev = self.spec(), self.evaluation()
         out = self.output_dir
@@ -103,7 +99,27 @@ class MetaTrainPipeline(Pipeline):
         if threads:
             torch.set_num_threads(int(threads))
         tasks = self._build(plain(self.cfg.lopt.train_tasks), "lopt.train_tasks")
-        loggers = build_loggers(self.cfg)
+        loggers = dash.start_loggers(build_loggers(self.cfg))  # a W&B run that cannot start: one line
+        run = dash.wandb_run_of(loggers)
+        if run is not None:
+            run.config.update(dash.flat_config(self.cfg), allow_val_change=True)
+        try:
+            return self._train(spec, ev, tasks, loggers, run)
+        finally:
+            finish_loggers(loggers)
+
+    def _train(self, spec, ev, tasks, loggers, run) -> dict[str, Any]:
+        """Meta-train (resuming from the outer checkpoint), save the result, score it on the
+        held-out tasks, log what the loggers take."""
+        import pandas as pd
+
+        from taskset_lab.files import write_csv_atomic
+        from taskset_lab.meta.heldout import heldout_evaluation
+        from taskset_lab.meta.outer import MetaTrainer
+        from taskset_lab.optim.learned import save_checkpoint
+        from taskset_lab.pipelines import dashboards as dash
+
+        out = self.output_dir
         csv_path = out / "meta_loss.csv"
         every = max(1, int(OmegaConf.select(self.cfg, "lopt.log_every", default=1)))
         trainer_ref: dict[str, MetaTrainer] = {}
@@ -135,8 +151,6 @@ class MetaTrainPipeline(Pipeline):
             log.warning("interrupted: the outer state is checkpointed at %s; the same command continues",
                         out / "meta_checkpoint.pt")
             raise
-        finally:
-            finish_loggers(loggers)
         write_csv_atomic(csv_path, pd.DataFrame(state.rows))
         command = "tasklab pipeline=META_TRAIN index=" + str(OmegaConf.select(self.cfg, "expr_name"))
         result = trainer.result({"command": command, "train_tasks": [t.name for t in tasks]})
@@ -161,6 +175,14 @@ class MetaTrainPipeline(Pipeline):
                          s["iqm_speedup"], lo, hi)
             summary["heldout"] = summaries
         self.write_json("meta_train_summary.json", summary)
+        # W&B (docs/design.md §Dashboards): the meta-loss table, the held-out scores, the checkpoints
+        dash.log_table(run, "meta/loss", pd.DataFrame(state.rows))
+        if ev["horizons"]:
+            dash.log_table(run, "meta/heldout", frame)
+        dash.set_summary(run, {f"meta/{k}": v for k, v in summary.items() if isinstance(v, (int, float))})
+        dash.log_artifact(run, dash.artifact_name(str(self.cfg.expr_name), "learned_optimizer"), "checkpoint",
+                          [out / "learned_optimizer.pt", out / "meta_checkpoint.pt", csv_path,
+                           out / "meta_train_summary.json"], root=out)
         log.info("META_TRAIN done: %d outer steps (%d skipped), %d diverged pairs, %d truncated runs; "
                  "optimizer at %s", state.step, state.skipped_steps, state.diverged_pairs, state.truncated_runs,
                  Path(summary["checkpoint"]))

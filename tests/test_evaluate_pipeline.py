@@ -283,3 +283,24 @@ def test_a_learned_list_without_train_tasks_is_refused():
                                           "task_split.by=none", "output_dir=/tmp/unused"])
     with pytest.raises(ConfigError, match="train tasks"):
         EvaluatePipeline(cfg).sanity_check()
+
+
+def test_a_shipped_learned_optimizer_is_an_entry_like_any_torch_optimizer():
+    """{_target_: taskset_lab.optim.LearnedOptimizer, checkpoint: <shipped name>} is checked and
+    built like any torch.optim class; an unknown checkpoint is refused before anything runs."""
+    import torch
+
+    from taskset_lab.errors import TasklabError
+    from taskset_lab.optim import LearnedOptimizer, learned_optimizer_names
+
+    name = learned_optimizer_names()[0]
+    entry = parse_entries({"lopt": {"_target_": "taskset_lab.optim.LearnedOptimizer", "checkpoint": name}})[0]
+    assert entry.form == "torch" and not entry.on_population
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = entry.factory()([param])
+    assert isinstance(opt, LearnedOptimizer)
+    param.grad = torch.ones(3)
+    opt.step()
+    assert not torch.equal(param.detach(), torch.ones(3))  # it moved the parameter
+    with pytest.raises(TasklabError, match="no-such-checkpoint"):
+        parse_entries({"lopt": {"_target_": "taskset_lab.optim.LearnedOptimizer", "checkpoint": "no-such-checkpoint"}})

@@ -13,6 +13,7 @@ table below.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -249,3 +250,22 @@ def assert_population_equals_alone(task, configs=None, *, optimizer="adam8p", st
             torch.testing.assert_close(pop.losses[split][k], alone.losses[split][0], rtol=rtol, atol=atol,
                                        equal_nan=equal_nan)
     return pop
+
+
+def config_differences(got, want, where: str = "") -> list[str]:
+    """Places where ``got`` differs from the released ``want``: same keys in the same order,
+    same nesting and JSON types, equal values, floats equal to 1e-12 relative."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or list(got) != list(want):
+            return [f"{where}: keys {list(got) if isinstance(got, dict) else got!r} != {list(want)}"]
+        return [d for key in want for d in config_differences(got[key], want[key], f"{where}/{key}")]
+    if isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            return [f"{where}: {got!r} != {want!r}"]
+        return [d for i, (g, w) in enumerate(zip(got, want)) for d in config_differences(g, w, f"{where}/{i}")]
+    if type(got) is not type(want):
+        return [f"{where}: {type(got).__name__} {got!r} != {type(want).__name__} {want!r}"]
+    if isinstance(want, float):
+        ok = math.isclose(got, want, rel_tol=1e-12, abs_tol=0.0 if want else 1e-300)
+        return [] if ok else [f"{where}: {got!r} != {want!r}"]
+    return [] if got == want else [f"{where}: {got!r} != {want!r}"]

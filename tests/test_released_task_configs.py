@@ -9,13 +9,13 @@ values, floats equal to 1e-12 relative.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from conftest import config_differences as diff
 from taskset_lab.errors import TasklabError
 from taskset_lab.tasks.released import RELEASED_SAMPLERS, released_task_config
 from taskset_lab.tasks.released import sampling
@@ -31,25 +31,6 @@ FAMILIES = [
 def _reference(family: str) -> dict[str, Any]:
     with open(REFERENCE / f"{family}.json") as fh:
         return json.load(fh)
-
-
-def diff(got: Any, want: Any, where: str = "") -> list[str]:
-    """Places where `got` differs from the released `want`; empty when they agree."""
-    if isinstance(want, dict):
-        if not isinstance(got, dict) or list(got) != list(want):
-            return [f"{where}: keys {list(got) if isinstance(got, dict) else got!r} "
-                    f"!= {list(want)}"]
-        return [d for key in want for d in diff(got[key], want[key], f"{where}/{key}")]
-    if isinstance(want, list):
-        if not isinstance(got, list) or len(got) != len(want):
-            return [f"{where}: {got!r} != {want!r}"]
-        return [d for i, (g, w) in enumerate(zip(got, want)) for d in diff(g, w, f"{where}/{i}")]
-    if type(got) is not type(want):
-        return [f"{where}: {type(got).__name__} {got!r} != {type(want).__name__} {want!r}"]
-    if isinstance(want, float):
-        ok = math.isclose(got, want, rel_tol=1e-12, abs_tol=0.0 if want else 1e-300)
-        return [] if ok else [f"{where}: {got!r} != {want!r}"]
-    return [] if got == want else [f"{where}: {got!r} != {want!r}"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)

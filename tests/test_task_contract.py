@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import config_differences
 from taskset_lab.engine import train_population
 from taskset_lab.errors import ConfigError
 from taskset_lab.optim import get_optimizer_family
@@ -63,25 +64,6 @@ def reference_file(family: str) -> Path:
     (TaskSet's RNN files are named so)."""
     path = REFERENCE / "tasks" / f"{family}.json"
     return path if path.exists() else REFERENCE / "tasks" / f"{family.removesuffix('_family')}.json"
-
-
-def config_differences(got, want, where: str = "") -> list[str]:
-    """Places where ``got`` differs from the released ``want``: same keys in the same order,
-    same nesting and JSON types, equal values, floats equal to 1e-12 relative."""
-    if isinstance(want, dict):
-        if not isinstance(got, dict) or list(got) != list(want):
-            return [f"{where}: keys {list(got) if isinstance(got, dict) else got!r} != {list(want)}"]
-        return [d for key in want for d in config_differences(got[key], want[key], f"{where}/{key}")]
-    if isinstance(want, list):
-        if not isinstance(got, list) or len(got) != len(want):
-            return [f"{where}: {got!r} != {want!r}"]
-        return [d for i, (g, w) in enumerate(zip(got, want)) for d in config_differences(g, w, f"{where}/{i}")]
-    if type(got) is not type(want):
-        return [f"{where}: {type(got).__name__} {got!r} != {type(want).__name__} {want!r}"]
-    if isinstance(want, float):
-        ok = math.isclose(got, want, rel_tol=1e-12, abs_tol=0.0 if want else 1e-300)
-        return [] if ok else [f"{where}: {got!r} != {want!r}"]
-    return [] if got == want else [f"{where}: {got!r} != {want!r}"]
 
 
 # ------------------------------------------------------------------ families

@@ -132,8 +132,9 @@ def _in(v, lo, hi):
 
 def test_samplers_in_range_and_deterministic():
     n = 1000
-    draws = {name: [get_optimizer_family(name).sample(s) for s in range(n)] for name in optimizer_family_names()}
-    assert set(draws) == {"adam8p", "adam6p", "adam4p", "adam1p", "nadamw"}
+    taskset = {"adam8p", "adam6p", "adam4p", "adam1p", "nadamw"}  # TaskSet's and opt_list's samplers
+    assert taskset <= set(optimizer_family_names())  # (the learned optimizers' are in the contract test)
+    draws = {name: [get_optimizer_family(name).sample(s) for s in range(n)] for name in sorted(taskset)}
     for name, ds in draws.items():
         assert get_optimizer_family(name).sample(123) == ds[123]
         assert ds[0] != ds[1]

@@ -8,6 +8,7 @@ import copy
 import gzip
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,6 +55,18 @@ def shrink(config: dict, batch: int = 4, patch: int = 8) -> dict:
 
 
 # ------------------------------------------------------------------ encodings
+
+
+def test_raw_bytes_are_the_same_encoder_without_the_padding_offset():
+    """TRANSFER's byte LM reads raw bytes (offset 0, uint8, NUL is a byte); TaskSet's ids are the
+    same bytes + 1."""
+    from taskset_lab.transfer.text_data import decode_bytes as raw_decode, encode_bytes as raw_encode
+
+    text = "naïve \x00 café ✓"
+    raw = raw_encode(text)
+    assert raw.dtype == np.uint8 and raw.tolist() == list(text.encode("utf-8"))
+    assert (tt.encode_bytes(text) - 1).tolist() == raw.tolist()
+    assert raw_decode(raw) == text and raw_decode(torch.tensor(raw.tolist())) == text  # the NUL kept
 
 
 def test_byte_vocab_round_trip_and_clipping():

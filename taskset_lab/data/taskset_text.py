@@ -141,15 +141,23 @@ def _corpus(id_lists: Iterable[np.ndarray], labels: Sequence[int] | None) -> Cor
     return Corpus(torch.from_numpy(flat), torch.from_numpy(offsets), lab)
 
 
-def encode_bytes(text: str) -> np.ndarray:
-    """tfds ByteTextEncoder ids of ``text``: UTF-8 bytes + 1 (int16, 1..256)."""
-    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int16) + 1
+#: TaskSet's byte ids (tfds ByteTextEncoder): UTF-8 byte + 1, 0 kept for padding
+BYTE_ID_OFFSET = 1
 
 
-def decode_bytes(ids: Sequence[int] | Tensor | np.ndarray) -> str:
-    """Text of byte ids (padding 0 dropped)."""
+def encode_bytes(text: str, offset: int = BYTE_ID_OFFSET) -> np.ndarray:
+    """Byte ids of ``text``: its UTF-8 bytes + ``offset``. TaskSet's (tfds ByteTextEncoder)
+    with the default offset 1 (int16, 1..256, 0 free for padding); the raw bytes (uint8,
+    0..255) with offset 0, as TRANSFER's byte-level language models read text."""
+    raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    return raw if offset == 0 else raw.astype(np.int16) + offset
+
+
+def decode_bytes(ids: Sequence[int] | Tensor | np.ndarray, offset: int = BYTE_ID_OFFSET) -> str:
+    """Text of byte ids made by :func:`encode_bytes` with the same ``offset`` (with an offset,
+    ids below it are padding and dropped)."""
     arr = np.asarray(ids.tolist() if isinstance(ids, Tensor) else ids, dtype=np.int64)
-    return bytes((arr[arr > 0] - 1).astype(np.uint8).tolist()).decode("utf-8", errors="replace")
+    return bytes((arr[arr >= offset] - offset).astype(np.uint8).tolist()).decode("utf-8", errors="replace")
 
 
 def bytes_corpus(texts: Sequence[str], labels: Sequence[int] | None = None) -> Corpus:

@@ -42,13 +42,17 @@ PYDOC_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 def encode_bytes(text: str) -> np.ndarray:
-    """uint8 token ids of ``text`` (its UTF-8 bytes)."""
-    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    """uint8 token ids of ``text``: its raw UTF-8 bytes (the data layer's encoder, offset 0)."""
+    from taskset_lab.data.taskset_text import encode_bytes as byte_ids
+
+    return byte_ids(text, offset=0)
 
 
 def decode_bytes(ids: Sequence[int] | torch.Tensor) -> str:
-    values = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-    return bytes(int(i) for i in values).decode("utf-8", errors="replace")
+    """Text of raw byte ids (every id is a byte; none is padding)."""
+    from taskset_lab.data.taskset_text import decode_bytes as byte_text
+
+    return byte_text(ids, offset=0)
 
 
 def expand_patterns(patterns: str | Sequence[str], root: str | Path | None, what: str) -> list[Path]:

@@ -37,6 +37,10 @@ class EvaluatePipeline(Pipeline):
     required_fields = ("expr_name", "output_dir", "curves_dir", "baselines_dir", "task_set", "optimizers",
                        "total_steps", "eval_every", "seeds", "learner")
 
+    def __init__(self, cfg: Any):
+        super().__init__(cfg)
+        self._readers: dict[tuple[Path, str], Any] = {}  # (store, label) -> its curves, read once
+
     # -- checks -----------------------------------------------------------------------
     def check(self) -> None:
         from taskset_lab.evaluate.entries import LEARNED, parse_entries
@@ -198,10 +202,9 @@ class EvaluatePipeline(Pipeline):
         """The curves of ``label`` in ``folder``, read once per run (scoring and plots share them)."""
         from taskset_lab.evaluate.runs import StoredCurves
 
-        readers = self.__dict__.setdefault("_readers", {})
-        if (folder, label) not in readers:
-            readers[(folder, label)] = StoredCurves(folder, label)
-        return readers[(folder, label)]
+        if (folder, label) not in self._readers:
+            self._readers[(folder, label)] = StoredCurves(folder, label)
+        return self._readers[(folder, label)]
 
     @staticmethod
     def _stored_name(task, spec) -> str:

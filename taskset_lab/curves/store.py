@@ -190,6 +190,13 @@ def _same(a: object, b: object) -> bool:
     return a == b
 
 
+def manifest_differences(manifest: dict, settings: dict) -> list[str]:
+    """``key=value (store: value)`` for each of :data:`PART_SETTINGS` where ``settings``
+    differ from a store's ``manifest`` (numbers compared as numbers); empty when they agree."""
+    return [f"{k}={settings[k]!r} (store: {manifest.get(k)!r})" for k in PART_SETTINGS
+            if not _same(settings[k], manifest.get(k))]
+
+
 def ensure_manifest(store: str | os.PathLike, settings: dict, tasks: Sequence[dict] = (),
                     replicas: int = 1) -> dict:
     """Record the collection ``settings`` in a new store, or check them against an existing one.
@@ -209,8 +216,7 @@ def ensure_manifest(store: str | os.PathLike, settings: dict, tasks: Sequence[di
             manifest = {"version": 1, **settings, "replicas": int(replicas), "tasks": [],
                         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "host": socket.gethostname()}
         else:
-            diffs = [f"{k}={settings[k]!r} (store: {manifest.get(k)!r})" for k in PART_SETTINGS
-                     if not _same(settings[k], manifest.get(k))]
+            diffs = manifest_differences(manifest, settings)
             if diffs:
                 raise DataError(f"curve store {root} was collected with other settings: {', '.join(diffs)}; "
                                 f"use another curves_dir, or the store's settings ({root / MANIFEST})")

@@ -100,7 +100,7 @@ def score_curves(entry: str, task: str, family: str, losses: Mapping[str, np.nda
             run["config"] = c
             per_study.append(run)
         row: dict[str, Any] = {"optimizer": entry, "task": task, "task_family": family, "split": split,
-                               "seed": int(baseline.seeds[seed]) if seed < len(baseline.seeds) else seed}
+                               "seed": int(baseline.seeds[seed])}
         for key in _NUMERIC:
             row[key] = float(np.median([r[key] for r in per_study]))
         row["diverged"] = float(np.mean([r["diverged"] for r in per_study]))
@@ -147,7 +147,7 @@ def leaderboard(frame: pd.DataFrame, baselines: Mapping[str, AdamBaseline], reps
         })
     board = pd.DataFrame(rows).sort_values(["speedup_iqm", "normalized_iqm"], ascending=[False, True])
     board.attrs["profile_score_tuned_adam"] = float(scores[-1])
-    board.attrs["profiles"] = (taus, rho, [*entries, TUNED_ADAM])
+    board.attrs["profiles"] = (taus, rho, [*entries, TUNED_ADAM], [float(v) for v in scores])
     return board.reset_index(drop=True)
 
 

@@ -30,8 +30,9 @@ import numpy as np
 
 from taskset_lab.curves.collect import collect_curves, result_frames
 from taskset_lab.curves.spec import CollectionSpec
-from taskset_lab.curves.store import (claim_part, clear_stale_claims, ensure_manifest, part_done, part_name,
-                                      read_curves, read_manifest, read_runs, release_part, write_part)
+from taskset_lab.curves.store import (claim_part, clear_stale_claims, ensure_manifest, manifest_differences,
+                                      part_done, part_name, read_curves, read_manifest, read_runs, release_part,
+                                      write_part)
 from taskset_lab.errors import DataError
 from taskset_lab.evaluate.entries import CONFIGS, LEARNED, LIST, TORCH, TUNING, Entry
 from taskset_lab.tasks.base import SPLITS
@@ -64,26 +65,13 @@ def baseline_spec(spec: CollectionSpec) -> CollectionSpec:
 def check_baseline_store(store: Path, spec: CollectionSpec) -> None:
     """A baseline store recorded with other settings is refused before anything is written
     (:class:`DataError` naming the settings that differ)."""
-    from taskset_lab.curves.store import PART_SETTINGS
-
     manifest = read_manifest(store)
     if manifest is None:
         return
-    wanted = baseline_spec(spec).part_settings(BASELINE_SPACE)
-    diffs = [f"{k}={wanted[k]!r} (store: {manifest.get(k)!r})" for k in PART_SETTINGS
-             if not _same(wanted[k], manifest.get(k))]
+    diffs = manifest_differences(manifest, baseline_spec(spec).part_settings(BASELINE_SPACE))
     if diffs:
         raise DataError(f"baseline store {store} was collected with other settings: {', '.join(diffs)}; "
                         "name another baselines_dir, or evaluate with the store's settings")
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return float(a) == float(b)
-        except (TypeError, ValueError):
-            return False
-    return a == b
 
 
 def population_source(entry: Entry, lists_dir: Path) -> str:
@@ -209,7 +197,7 @@ def collect_population(spec: CollectionSpec, tasks: Sequence[TaskSpec], store: P
 
 def torch_settings(spec: CollectionSpec, label: str) -> dict[str, Any]:
     """The manifest settings of a ``torch`` entry's store: one config, one part per (task, seed)."""
-    return {**dataclasses.replace(spec, num_configs=1, config_seed_offset=0, chunk_size=1).part_settings(label)}
+    return dataclasses.replace(spec, num_configs=1, config_seed_offset=0, chunk_size=1).part_settings(label)
 
 
 def _torch_job(entry: Entry, task: TaskSpec, seed: int, spec: CollectionSpec, store: str, threads: int | None
@@ -276,7 +264,7 @@ def collect_torch(entry: Entry, spec: CollectionSpec, tasks: Sequence[TaskSpec],
                      " (diverged)" if result[2] else "")
     clear_stale_claims(store)
     seconds = time.perf_counter() - start
-    return {"entry": entry.name, "runs": done, "skipped": len(tasks) * spec.replicas - len(jobs),
+    return {"entry": entry.name, "runs": done, "parts_skipped": len(tasks) * spec.replicas - len(jobs),
             "diverged": diverged, "seconds": seconds,
             "config_steps_per_s": done * spec.total_steps / seconds if done and seconds > 0 else None}
 
@@ -313,11 +301,6 @@ class StoredCurves:
         return Curves(np.asarray(steps, dtype=float), losses, diverged)
 
 
-def load_curves(store: Path, label: str, task: str, num_configs: int, seeds: int, steps: Sequence[int]) -> Curves:
-    """The curves of ``label`` on ``task`` (its recorded name) from ``store``, as arrays."""
-    return StoredCurves(store, label).task(task, num_configs, seeds, steps)
-
-
 def eval_steps(total_steps: int, eval_every: int) -> list[int]:
     """The evaluation steps of a run (the engine's schedule)."""
     from taskset_lab.engine.state import eval_steps as schedule
@@ -330,9 +313,9 @@ def summarize_collection(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     seconds = float(sum(p.get("seconds") or 0.0 for p in parts))
     return {"collections": len(parts), "seconds": seconds,
             "runs": int(sum(p.get("runs") or 0 for p in parts)),
-            "parts_skipped": int(sum(p.get("parts_skipped", p.get("skipped", 0)) or 0 for p in parts))}
+            "parts_skipped": int(sum(p.get("parts_skipped") or 0 for p in parts))}
 
 
 __all__ = ["BASELINE_SPACE", "Curves", "PopulationStore", "StoredCurves", "baseline_spec", "check_baseline_store",
-           "collect_population", "collect_torch", "eval_steps", "load_curves", "population_stores",
+           "collect_population", "collect_torch", "eval_steps", "population_stores",
            "summarize_collection", "torch_settings"]

@@ -253,21 +253,16 @@ class EvaluatePipeline(Pipeline):
         return summary
 
     def plot(self, frame: pd.DataFrame, board: pd.DataFrame, fam: pd.DataFrame, baselines) -> list[Path]:
-        from taskset_lab.evaluate.report import TUNED_ADAM
         from taskset_lab.viz.evaluation import plot_families, plot_profiles, plot_task_curves
 
         out = self.output_dir
-        taus, rho, names = board.attrs["profiles"]
-        order = list(dict.fromkeys(frame["optimizer"]))
-        scores = [*(float(board.set_index("optimizer").loc[n, "profile_score"]) for n in order),
-                  board.attrs["profile_score_tuned_adam"]]
+        taus, rho, names, scores = board.attrs["profiles"]
         paths = [plot_profiles(taus, rho, names, out / "profiles.png", scores), plot_families(fam, out / "families.png")]
         n = int(OmegaConf.select(self.cfg, "plot_tasks", default=4))
         if n:
             curves = self._plot_curves(frame, baselines, n)
             envelopes = {t: (baselines[t].envelope.steps, baselines[t].envelope.losses) for t in curves}
             paths.append(plot_task_curves(curves, envelopes, out / "curves.png"))
-        assert TUNED_ADAM in names
         return paths
 
     def _plot_curves(self, frame: pd.DataFrame, baselines, n: int) -> dict[str, dict[str, tuple]]:

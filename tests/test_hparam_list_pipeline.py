@@ -100,3 +100,39 @@ def test_tasks_where_no_run_beats_initialization_are_warned_about(tmp_path):
     warnings = check_curves(curves, runs, tmp_path, "valid_inner", "test", tmp_path)
     assert sum("below the initial value" in w for w in warnings) == 2
     assert "task flat" in (tmp_path / WARNINGS_FILE).read_text()
+
+
+def test_shards_collect_then_one_run_learns_with_the_scaling_table(tmp_path):
+    """Shards of a parallel collection only collect (no list from a part of the store); the
+    same command without shards then learns from the whole store, collects nothing more and
+    writes the scaling table, whose full-size row is the main table's cv row."""
+    store = tmp_path / "store"
+    common = [*TINY, f"curves_dir={store}", "hparam_list.scaling.configs=[4,8]",
+              "hparam_list.scaling.horizons=[10,null]", "~hparam_list.reference_lists"]
+    for shard in (0, 1):
+        out = tmp_path / f"shard{shard}"
+        summary = run_pipeline(compose("quickstart", [*common, f"output_dir={out}", "num_shards=2",
+                                                      f"shard_index={shard}"]))
+        assert summary == {"collected_shard": shard, "num_shards": 2, "curves_dir": str(store)}
+        assert not (out / "hparam_list.json").exists()
+    parts = sorted(p.name for p in (store / "curves").glob("*.parquet"))
+    assert len(parts) == 7  # 7 tasks x one chunk of 8 configs, split over the two shards
+    out = tmp_path / "learn"
+    run_pipeline(compose("quickstart", [*common, f"output_dir={out}"]))
+    assert sorted(p.name for p in (store / "curves").glob("*.parquet")) == parts  # nothing collected again
+    assert len(json.loads((out / "hparam_list.json").read_text())["entries"]) == 4
+    scaling = pd.read_csv(out / "scaling.csv")
+    assert sorted(set(scaling["configs"])) == [4, 8] and sorted(set(scaling["horizon"])) == [10, 20]
+    assert scaling["list"].between(0, 1.5).all() and scaling["random"].between(0, 1.5).all()
+    summary = pd.read_csv(out / "summary.csv")
+    full = scaling[(scaling["configs"] == 8) & (scaling["horizon"] == 20)].set_index("k")
+    for method in ("list", "random"):
+        cv = summary[(summary["scheme"] == "cv") & (summary["method"] == method)].set_index("k")
+        for k in (1, 3):
+            assert full.loc[k, method] == pytest.approx(cv.loc[k, "mean"], abs=1e-12), (method, k)
+
+
+def test_a_bad_scaling_setting_is_one_line(tmp_path):
+    cfg = compose("quickstart", [*TINY, f"output_dir={tmp_path}", "hparam_list.scaling.configs=[0]"])
+    with pytest.raises(TasklabError, match="hparam_list.scaling"):
+        run_pipeline(cfg)

@@ -98,3 +98,27 @@ def test_catalogue_plot_states_the_spread_of_parameter_counts(tmp_path):
     image = Image.open(tmp_path / "cat" / "catalogue_parameters.png")
     assert image.size[0] > 100 and image.size[1] > 50  # a drawn figure, not an empty file
     assert f"{len(counts)} tasks: parameter counts span {np.log10(max(counts) / min(counts)):.1f} decades" in out.stdout
+
+
+def test_cost_plot_measures_each_task_and_a_bad_seed_list_is_one_line(tmp_path):
+    """plot=cost: one row per task with its parameters and finite measured costs (the population
+    probe's per-config cost of a small quadratic is below its single-model step), the listed
+    seeds only, the probe's size by the documented rule, and the per-family figure."""
+    import pandas as pd
+
+    out = run_tasklab(["pipeline=TASKS", "plot=cost", "pattern=quadratic_family_seed*", "seeds=[3,8]",
+                       f"output_dir={tmp_path / 'cost'}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    frame = pd.read_csv(tmp_path / "cost" / "task_costs.csv")
+    assert sorted(frame["name"]) == ["quadratic_family_seed3", "quadratic_family_seed8"]
+    assert (frame["family"] == "quadratic_family").all() and (frame["parameters"] > 0).all()
+    assert np.isfinite(frame["seconds_per_step"]).all() and (frame["seconds_per_step"] > 0).all()
+    assert (frame["seconds_per_config_step"] < frame["seconds_per_step"]).all()
+    from taskset_lab.curves.budget import probe_configs
+
+    assert [probe_configs(t) for t in frame["seconds_per_step"]] == frame["probe_configs"].tolist()
+    from PIL import Image
+
+    assert Image.open(tmp_path / "cost" / "task_costs.png").size[0] > 100
+    bad = run_tasklab(["pipeline=TASKS", "plot=cost", "seeds=three"], cwd=tmp_path)
+    assert bad.returncode == 2 and "seeds" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

@@ -4,7 +4,10 @@
 20 entries of the built-in list ``opt_list`` (or of any list a search space can name, see
 :mod:`taskset_lab.optim.search_space`) on the same task set, with the same collection
 settings. A curve store holds one collection, so a reference list's curves live in a
-nested store ``<curves_dir>/lists/<name>``.
+nested store ``<curves_dir>/lists/<name>`` -- unless every entry asked for is a config of the
+collection itself (:func:`collection_ids`: opt_list's entries are ``nadamw_grid`` configs, so
+a collection of TaskSet's 1000 ``nadamw_grid`` configs holds all of them): then the entries'
+curves are the collection's own, read in the list's order, and nothing more is collected.
 
 Both collections are **normalized together**: each task's ``init`` and ``best`` come from
 the runs of the sampled configs and of the reference entries at once, so a value of 0 is
@@ -33,6 +36,36 @@ def reference_store(store: str | Path, name: str) -> Path:
     from taskset_lab.optim.search_space import resolve_search_space
 
     return Path(store) / LISTS_DIR / resolve_search_space(name).name
+
+
+def collection_ids(name: str, size: int, optimizer: str, seed_offset: int, num_configs: int) -> list[int] | None:
+    """The collection's config ids of the first ``size`` entries of list ``name``, in list order,
+    when every one of them is a config the collection holds (same optimizer family, equal
+    hparams): opt_list's entries are ``nadamw_grid`` configs, so a collection of TaskSet's 1000
+    ``nadamw_grid`` configs holds all of them and needs no second collection. ``None`` otherwise."""
+    import json
+
+    from taskset_lab.optim.search_space import resolve_search_space
+
+    space = resolve_search_space(name)
+    if space.family.name != optimizer or (space.size is not None and space.size < size):
+        return None
+    collection = resolve_search_space(optimizer, int(seed_offset))
+    key = {json.dumps(dict(collection.hparams(j)), sort_keys=True): j for j in range(int(num_configs))}
+    ids = [key.get(json.dumps(dict(space.hparams(i)), sort_keys=True)) for i in range(int(size))]
+    return None if any(i is None for i in ids) else [int(i) for i in ids]
+
+
+def from_collection(curves: pd.DataFrame, runs: pd.DataFrame, ids: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A reference list's curves and runs taken from the collection: the rows of config
+    ``ids[k]`` relabelled as entry ``k``."""
+    rank = {cid: k for k, cid in enumerate(ids)}
+    out = []
+    for frame in (curves, runs):
+        part = frame[frame["config_id"].isin(rank)].copy()
+        part["config_id"] = part["config_id"].map(rank).astype("int64")
+        out.append(part)
+    return out[0], out[1]
 
 
 def combine_with_references(curves: pd.DataFrame, runs: pd.DataFrame, optimizer: str,
@@ -91,8 +124,16 @@ def normalize_with_references(store: str | Path, curves: pd.DataFrame, runs: pd.
 
     if not lists:
         return normalized_losses(curves, runs, optimizer=optimizer, **norm_kwargs), {}
+    from taskset_lab.curves.store import read_manifest
+
+    manifest = read_manifest(Path(store)) or {}
     loaded = {}
     for name, size in lists.items():
+        ids = collection_ids(name, size, optimizer, int(manifest.get("config_seed_offset", 0) or 0),
+                             int(manifest.get("num_configs", 0) or 0)) if manifest.get("optimizer") == optimizer else None
+        if ids is not None:  # the list's entries are configs of the collection: their curves are here
+            loaded[name] = from_collection(curves, runs, ids)
+            continue
         label = resolve_search_space(name).name
         sub = reference_store(store, name)
         ref_c = read_curves(sub, optimizers=[label])

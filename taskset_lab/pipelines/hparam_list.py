@@ -50,6 +50,13 @@ class HparamListPipeline(Pipeline):
             if not self._store_has_parts() and OmegaConf.select(self.cfg, "collect_if_missing", default=False):
                 check_collection_fields(self.cfg)
         with problems:
+            from taskset_lab.hparam_list.scaling import scaling_settings
+
+            try:
+                scaling_settings(OmegaConf.select(self.cfg, "hparam_list.scaling", default=None))
+            except ValueError as exc:
+                raise ConfigError("hparam_list.scaling", str(exc)) from None
+        with problems:
             reference_lists(self.cfg)  # published lists to compare with (hparam_list.reference_lists)
 
     def _store_has_parts(self) -> bool:
@@ -75,6 +82,12 @@ class HparamListPipeline(Pipeline):
             if not store_is_complete(store, read_manifest(store)):
                 log.info(format_summary(run_collection(cfg, store)))
             collect_reference_lists(cfg, store)
+            num_shards = int(OmegaConf.select(cfg, "num_shards", default=1))
+            if num_shards > 1:  # one shard of a parallel collection: the list is learned once, from all
+                shard = int(OmegaConf.select(cfg, "shard_index", default=0))
+                print(f"shard {shard}/{num_shards} collected into {store}; when every shard is done, the same "
+                      f"command without num_shards/shard_index learns and evaluates the list")
+                return {"collected_shard": shard, "num_shards": num_shards, "curves_dir": str(store)}
         else:  # collect_if_missing=false: compare with the lists the store holds
             missing = [n for n in references_asked if not any(reference_store(store, n).glob("curves/*.parquet"))]
             for name in missing:
@@ -113,6 +126,9 @@ class HparamListPipeline(Pipeline):
                              reference_speedup=evaluation.reference_speedup)
         self.log_dashboard(hlist, evaluation, ks, plots, paths, norm)
         print(table)
+        scaling = self.scaling(curves, runs, optimizer, ks)
+        if scaling is not None:
+            paths["scaling"] = scaling
         if no_progress:  # reported apart: such a task only adds noise to every row above
             print(f"{len(no_progress)} of {len(tasks)} tasks where no run beats initialization "
                   f"(in the table, see {WARNINGS_FILE}): {', '.join(no_progress)}")
@@ -120,6 +136,24 @@ class HparamListPipeline(Pipeline):
         print(f"outputs in {self.output_dir}")
         return {"hparam_list": hlist, "paths": {k: str(v) for k, v in paths.items()},
                 "plots": [str(p) for p in plots], "table": table, "no_progress_tasks": no_progress}
+
+    def scaling(self, curves: Any, runs: Any, optimizer: str, ks: list[int]) -> Path | None:
+        """With ``hparam_list.scaling``: the evaluation again on the collection's first N configs
+        and shorter horizons (:mod:`taskset_lab.hparam_list.scaling`), into ``scaling.csv``."""
+        from taskset_lab.files import write_csv_atomic
+        from taskset_lab.hparam_list.scaling import format_scaling, scaling_settings, scaling_table
+
+        hl = self.cfg.hparam_list
+        configs, horizons = scaling_settings(OmegaConf.select(self.cfg, "hparam_list.scaling", default=None))
+        if not configs:
+            return None
+        table = scaling_table(curves, runs, optimizer, configs=configs, horizons=horizons, ks=ks,
+                              folds=int(hl.folds), seed=int(OmegaConf.select(self.cfg, "global_seed", default=0)),
+                              select_split=hl.select_split, report_split=hl.report_split, reduce=hl.reduce,
+                              cap=float(hl.cap))
+        path = write_csv_atomic(self.output_dir / "scaling.csv", table)
+        print(format_scaling(table))
+        return path
 
     def log_dashboard(self, hlist: dict[str, Any], evaluation: Any, ks: list[int],
                       plots: list[Path], paths: dict[str, Path], norm: Any) -> None:

@@ -193,7 +193,13 @@ def collect_reference_lists(cfg: Any, store: str | Path, tasks: list[Any] | None
     spec = collection_spec(cfg)
     tasks = tasks or store_task_specs(read_manifest(Path(store))) or task_specs(cfg)
     summaries = []
+    from taskset_lab.hparam_list.references import collection_ids
+
     for name, size in lists.items():
+        if collection_ids(name, size, spec.optimizer, spec.config_seed_offset, spec.num_configs) is not None:
+            log.info("reference list %s: its first %d entries are configs of this collection; their curves are "
+                     "read from it", name, size)
+            continue
         ref = dataclasses.replace(spec, optimizer=name, num_configs=size, config_seed_offset=0)
         log.info("reference list %s: %d entries x %d tasks -> %s", name, size, len(tasks),
                  reference_store(store, name))

@@ -6,6 +6,7 @@
     tasklab pipeline=TASKS name=nadamw            # a search space: its hparams' sampled ranges
     tasklab pipeline=TASKS plot=embedding curves_dir=<store>  # the map of a store's tasks
     tasklab pipeline=TASKS plot=catalogue         # parameter counts per family (PNG)
+    tasklab pipeline=TASKS plot=cost seeds_per_family=40  # measured cost per step (CSV, PNG)
 
 Listing builds each fixed task on its offline stand-in where its data is absent (stand-ins
 have the real shapes, so parameter counts are the real ones) and says whether the real data
@@ -86,9 +87,14 @@ class TasksPipeline(Pipeline):
         from taskset_lab.pipelines.base import require_positive_int
 
         require_positive_int(self.cfg, "seeds_per_family", default=1)
+        seeds = OmegaConf.select(self.cfg, "seeds", default=None)
+        if seeds is not None and (isinstance(seeds, (str, int)) or not all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
+            raise ConfigError("seeds", f"must be a list of task seeds (integers >= 0), got {seeds!r}")
         plot = OmegaConf.select(self.cfg, "plot", default=None)
-        if plot not in (None, "embedding", "catalogue"):
-            raise ConfigError("plot", f"must be embedding (the map of a store's tasks) or catalogue, got {plot!r}")
+        if plot not in (None, "embedding", "catalogue", "cost"):
+            raise ConfigError("plot", "must be embedding (the map of a store's tasks), catalogue (parameter "
+                              f"counts) or cost (measured time per step), got {plot!r}")
         if plot == "embedding":
             store = OmegaConf.select(self.cfg, "curves_dir", default=None)
             if store is None:
@@ -110,6 +116,8 @@ class TasksPipeline(Pipeline):
         plot = OmegaConf.select(self.cfg, "plot", default=None)
         if plot == "embedding":
             return self.embedding()
+        if plot == "cost":
+            return self.costs()
         name = OmegaConf.select(self.cfg, "name", default=None)
         if name:
             return self.describe(name)
@@ -133,6 +141,93 @@ class TasksPipeline(Pipeline):
         for path in paths:
             print(f"  {path}")
         return {"tasks": len(frame), "files": [str(p) for p in paths]}
+
+    def _catalogue_builders(self, released_only: bool = False) -> list[tuple[str, str, Any]]:
+        """``(name, family, build)`` of the catalogue's tasks matching ``pattern``: seeds
+        ``0..seeds_per_family-1`` of each family (only TaskSet's with ``released_only``), then
+        the fixed tasks; each built on its offline stand-in where the data is absent."""
+        from taskset_lab.tasks.registry import (FIXED_TASKS, TASK_FAMILIES, build_fixed_task, sample_task,
+                                                task_family_names)
+
+        pattern = str(OmegaConf.select(self.cfg, "pattern", default="*"))
+        n_seeds = int(OmegaConf.select(self.cfg, "seeds_per_family", default=1))
+        listed = OmegaConf.select(self.cfg, "seeds", default=None)
+        seeds = range(n_seeds) if listed is None else [int(s) for s in listed]
+        out: list[tuple[str, str, Any]] = []
+        for family in task_family_names():
+            if released_only and TASK_FAMILIES.get(family).released is None:
+                continue
+            for seed in seeds:
+                name = f"{family}_seed{seed}"
+                if fnmatch.fnmatchcase(name, pattern):
+                    out.append((name, family, lambda f=family, s=seed: sample_task(
+                        f, s, offline_data="substitute", **self._data())))
+        for name in FIXED_TASKS.names(pattern):
+            out.append((name, FIXED_TASKS.get(name).kind,
+                        lambda n=name: build_fixed_task(n, offline_data="substitute", **self._data())))
+        return out
+
+    def costs(self) -> dict[str, Any]:
+        """Measured cost per step of TaskSet's tasks here (:mod:`taskset_lab.curves.budget`):
+        one row per task into ``task_costs.csv`` (written as it goes, so a long measurement
+        keeps what it measured), and the per-family distributions as a PNG."""
+        import pandas as pd
+
+        from taskset_lab.curves.budget import (PROBE_MAX_SECONDS_PER_STEP, population_seconds_per_config_step,
+                                               probe_configs)
+        from taskset_lab.files import write_csv_atomic
+
+        out_dir = self._output_dir()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        csv = out_dir / "task_costs.csv"
+        builders = self._catalogue_builders(released_only=True)
+        rows: list[dict[str, Any]] = []
+        for i, (name, family, build) in enumerate(builders):
+            try:
+                task = build()
+                module = task.init_module(0)
+                row = task_row(task)
+                single = time_per_step(task, module, steps=3)
+                row.update(name=name, built_as=task.name, family=family, seconds_per_step=single,
+                           probe_configs=probe_configs(single),
+                           seconds_per_config_step=population_seconds_per_config_step(task, probe_configs(single))
+                           if single <= PROBE_MAX_SECONDS_PER_STEP else float("nan"))
+            except (TasklabError, RuntimeError, ValueError) as exc:
+                log.warning("%s: not measured (%s)", name, exc)
+                continue
+            rows.append(row)
+            print(f"[{i + 1}/{len(builders)}] {name:<52} {row['parameters']:>11,} params  "
+                  f"{row['seconds_per_step'] * 1e3:8.2f} ms/step  "
+                  f"{row['seconds_per_config_step'] * 1e6:9.1f} us/config-step", flush=True)
+
+            if len(rows) % 10 == 0:
+                write_csv_atomic(csv, pd.DataFrame(rows))
+        frame = pd.DataFrame(rows)
+        write_csv_atomic(csv, frame)
+        png = self.plot_costs(frame) if len(frame) else None
+        print(f"{len(frame)} tasks measured ({torch.get_num_threads()} threads): {csv}" + (f", {png}" if png else ""))
+        return {"tasks": len(frame), "csv": str(csv), "plot": str(png) if png else None}
+
+    def plot_costs(self, frame: Any) -> Path:
+        """Parameters and measured time per config-step per family, on log axes."""
+        from taskset_lab.curves.budget import PROBE_MAX_SECONDS_PER_STEP
+        from taskset_lab.viz.plots import pyplot, save_figure
+
+        order = frame.groupby("family")["seconds_per_config_step"].median().sort_values().index.tolist()
+        plt = pyplot()
+        fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(order) + 1.4), sharey=True)
+        for i, family in enumerate(order):
+            part = frame[frame["family"] == family]
+            axes[0].scatter(part["parameters"], [i] * len(part), s=12, alpha=0.7)
+            axes[1].scatter(part["seconds_per_config_step"] * 1e6, [i] * len(part), s=12, alpha=0.7)
+        axes[0].set_yticks(range(len(order)), order, fontsize=7)
+        for ax, label in zip(axes, ("parameters", "us per config-step (nadamw population)")):
+            ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{len(frame)} TaskSet tasks measured here ({torch.get_num_threads()} threads; "
+                     f"no population probe over {PROBE_MAX_SECONDS_PER_STEP * 1e3:.0f} ms per step)")
+        return save_figure(fig, self._output_dir() / "task_costs.png", dpi=130)
 
     def plot_catalogue(self, rows: list[dict[str, Any]]) -> Path:
         """Parameter counts per family on a log axis (TaskSet's "7 orders of magnitude")."""
@@ -158,21 +253,10 @@ class TasksPipeline(Pipeline):
         return path
 
     def catalogue(self) -> dict[str, Any]:
-        from taskset_lab.tasks.registry import FIXED_TASKS, build_fixed_task, sample_task, task_family_names
+        from taskset_lab.tasks.registry import FIXED_TASKS, task_family_names
 
-        pattern = str(OmegaConf.select(self.cfg, "pattern", default="*"))
         n_seeds = int(OmegaConf.select(self.cfg, "seeds_per_family", default=1))
-        rows = []
-        for family in task_family_names():
-            for seed in range(n_seeds):
-                name = f"{family}_seed{seed}"
-                if fnmatch.fnmatchcase(name, pattern):
-                    rows.append(self._safe_row(lambda: sample_task(family, seed, offline_data="substitute",
-                                                                   **self._data()), name, family))
-        for name in FIXED_TASKS.names(pattern):
-            kind = FIXED_TASKS.get(name).kind
-            rows.append(self._safe_row(lambda: build_fixed_task(name, offline_data="substitute",
-                                                                **self._data()), name, kind))
+        rows = [self._safe_row(build, name, family) for name, family, build in self._catalogue_builders()]
         header = f"{'name':<58} {'family':<34} {'parameters':>11}  {'dataset':<24} data"
         print(header)
         print("-" * len(header))

@@ -120,7 +120,11 @@ def test_shards_collect_then_one_run_learns_with_the_scaling_table(tmp_path):
     out = tmp_path / "learn"
     run_pipeline(compose("quickstart", [*common, f"output_dir={out}"]))
     assert sorted(p.name for p in (store / "curves").glob("*.parquet")) == parts  # nothing collected again
-    assert len(json.loads((out / "hparam_list.json").read_text())["entries"]) == 4
+    hlist = json.loads((out / "hparam_list.json").read_text())
+    assert len(hlist["entries"]) == 4
+    # the list file records its collection and its held-out results (what a shipped list states)
+    assert hlist["collection"]["total_steps"] == 20 and hlist["collection"]["num_configs"] == 8
+    assert hlist["collection"]["optimizer"] == "nadamw"
     scaling = pd.read_csv(out / "scaling.csv")
     assert sorted(set(scaling["configs"])) == [4, 8] and sorted(set(scaling["horizon"])) == [10, 20]
     assert scaling["list"].between(0, 1.5).all() and scaling["random"].between(0, 1.5).all()
@@ -130,9 +134,29 @@ def test_shards_collect_then_one_run_learns_with_the_scaling_table(tmp_path):
         cv = summary[(summary["scheme"] == "cv") & (summary["method"] == method)].set_index("k")
         for k in (1, 3):
             assert full.loc[k, method] == pytest.approx(cv.loc[k, "mean"], abs=1e-12), (method, k)
+            assert hlist["results"]["cv"][method][str(k)] == pytest.approx(cv.loc[k, "mean"], abs=1e-12)
 
 
 def test_a_bad_scaling_setting_is_one_line(tmp_path):
     cfg = compose("quickstart", [*TINY, f"output_dir={tmp_path}", "hparam_list.scaling.configs=[0]"])
     with pytest.raises(TasklabError, match="hparam_list.scaling"):
         run_pipeline(cfg)
+
+
+def test_the_headline_index_asks_for_what_the_headline_states(tmp_path):
+    """index=taskset_cpu: TaskSet's 1000 nadamw_grid configs, at least 100 TaskSet tasks with
+    every sampled family represented, 300 steps, k up to 100, the scaling table; it passes the
+    pipeline's checks as composed (nothing runs)."""
+    from taskset_lab.pipelines import get_pipeline
+    from taskset_lab.pipelines.curves import task_specs
+    from taskset_lab.tasks.registry import released_samplers
+
+    cfg = compose("taskset_cpu", [f"output_dir={tmp_path}", f"curves_dir={tmp_path / 'store'}"])
+    get_pipeline("HPARAM_LIST")(cfg).sanity_check()
+    specs = task_specs(cfg)
+    families = {spec.to_dict().get("name", "").rsplit("_seed", 1)[0] for spec in specs}
+    assert len(specs) >= 100 and len({s.to_dict()["name"] for s in specs}) == len(specs)
+    assert set(released_samplers()) <= families  # every TaskSet family TaskSet released configs of
+    assert cfg.search_space.family == "nadamw" and cfg.search_space.num_configs == 1000
+    assert cfg.total_steps >= 300 and max(cfg.hparam_list.ks) == 100 and cfg.hparam_list.length >= 100
+    assert list(cfg.hparam_list.scaling.configs) == [32, 100, 300, 1000]

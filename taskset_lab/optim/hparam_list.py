@@ -59,6 +59,10 @@ def _builtin(name: str) -> dict[str, Any]:
         return {"optimizer": family, "name": name, "source": f"built-in grid {name}",
                 "entries": [{"rank": k, "config_id": k, "hparams": dict(hp)} for k, hp in enumerate(grid)]}
     text = resources.files("taskset_lab.optim").joinpath("data", BUILTIN_LISTS[name]).read_text()
+    if BUILTIN_LISTS[name].endswith(".json"):  # a list learned here, shipped as HPARAM_LIST wrote it
+        data = _checked_list(json.loads(text), f"built-in list {name}")
+        data.update(name=name, source=f"built-in list {name} ({BUILTIN_LISTS[name]})")
+        return data
     names = [line.strip() for line in text.splitlines() if line.strip()]
     entries, optimizer = [], None
     for rank, config_name in enumerate(names):
@@ -86,14 +90,19 @@ def load_hparam_list(source: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"hparam list {path} is not readable JSON: {exc}") from None
+    return _checked_list(data, f"hparam list {path}")
+
+
+def _checked_list(data: Any, what: str) -> dict[str, Any]:
+    """A parsed list file with its required keys checked (DataError naming ``what``)."""
     if not isinstance(data, dict) or "optimizer" not in data or not isinstance(data.get("entries"), list):
-        raise DataError(f"hparam list {path} needs an 'optimizer' name and an 'entries' list")
+        raise DataError(f"{what} needs an 'optimizer' name and an 'entries' list")
     if data["optimizer"] not in optimizer_family_names():
-        raise DataError(f"hparam list {path}: unknown optimizer family {data['optimizer']!r}; "
+        raise DataError(f"{what}: unknown optimizer family {data['optimizer']!r}; "
                         f"known: {', '.join(optimizer_family_names())}")
     for i, entry in enumerate(data["entries"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("hparams"), dict):
-            raise DataError(f"hparam list {path}: entry {i} has no 'hparams' mapping")
+            raise DataError(f"{what}: entry {i} has no 'hparams' mapping")
     return data
 
 

@@ -20,6 +20,33 @@ from taskset_lab.tasks.base import SPLITS
 log = logging.getLogger(__name__)
 
 
+def list_record(manifest: dict[str, Any] | None, evaluation: Any, ks: list[int]) -> dict[str, Any]:
+    """What a list file records about where it came from: the collection's settings (optimizer,
+    configs, horizon, evaluation spacing...), the command that learned it (when run by the CLI)
+    and its held-out results (cv, mean over folds) at ``ks``: what a shipped list states."""
+    from taskset_lab.curves.store import PART_SETTINGS
+
+    record: dict[str, Any] = {}
+    if manifest:
+        record["collection"] = {k: manifest.get(k) for k in PART_SETTINGS}
+        record["collection"]["replicas"] = manifest.get("replicas")
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():  # run by the CLI (not by a library call)
+        record["command"] = "tasklab " + " ".join(HydraConfig.get().overrides.task)
+    summary = evaluation.summary
+    results: dict[str, Any] = {}
+    for scheme in summary["scheme"].unique():
+        part = summary[summary["scheme"] == scheme]
+        table = {str(m): {str(k): float(v) for k, v in zip(g["k"], g["mean"]) if int(k) in ks}
+                 for m, g in part.groupby("method", sort=True)}
+        sp = evaluation.speedup[evaluation.speedup["scheme"] == scheme]
+        table["random_trials_to_match_list"] = {str(int(k)): str(v) for k, v in zip(sp["k"], sp["random_trials_label"])}
+        results[str(scheme)] = table
+    record["results"] = results
+    return record
+
+
 class HparamListPipeline(Pipeline):
     name = "HPARAM_LIST"
     required_fields = ("expr_name", "output_dir", "curves_dir", "search_space.family", "hparam_list",
@@ -120,6 +147,7 @@ class HparamListPipeline(Pipeline):
         hlist = build_hparam_list(optimizer, config_ids, hparams,
                                   normalization_info(hl.select_split, hl.report_split, hl.reduce, float(hl.cap)),
                                   tasks, task_families(norm, tasks), objective)
+        hlist.update(list_record(read_manifest(store), evaluation, ks))
         paths = write_report(self.output_dir, hlist, norm, evaluation)
         plots = plot_hparam_list_results(evaluation.evaluation, self.output_dir)
         table = format_table(evaluation.summary, ks=ks, speedup=evaluation.speedup,

@@ -52,7 +52,7 @@ def _frames(task: str, optimizer: str, config_ids, replica: int, steps=(0, 5, 10
 def small_store(tmp_path):
     store = tmp_path / "store"
     written = {}
-    for t, task in enumerate(["lab_mlp_0000aaaa", "lab_two_d_1111bbbb"]):
+    for t, task in enumerate(["lab_mlp_0000aaaa", "quadratic_family_1111bbbb"]):
         for opt in ("adam8p", "nadamw"):
             for chunk in range(2):
                 part = part_name(task, opt, chunk, 0)
@@ -81,9 +81,9 @@ def test_layout_and_round_trip(small_store):
 
 def test_filters_and_column_selection(small_store):
     store, _ = small_store
-    df = read_curves(store, tasks=["lab_two_d_1111bbbb"], optimizers="nadamw", config_ids=[1, 2], splits=["test"])
+    df = read_curves(store, tasks=["quadratic_family_1111bbbb"], optimizers="nadamw", config_ids=[1, 2], splits=["test"])
     assert list(df.columns) == ["task", "task_family", "optimizer", "config_id", "replica", "step", "test"]
-    assert set(df["task"]) == {"lab_two_d_1111bbbb"} and set(df["optimizer"]) == {"nadamw"}
+    assert set(df["task"]) == {"quadratic_family_1111bbbb"} and set(df["optimizer"]) == {"nadamw"}
     assert set(df["config_id"]) == {1, 2} and len(df) == 2 * 3
     fam = read_curves(store, task_families="lab_mlp", columns=["task", "step"])
     assert list(fam.columns) == ["task", "step"] and set(fam["task"]) == {"lab_mlp_0000aaaa"}
@@ -152,7 +152,8 @@ def test_tmp_leftovers_ignored_and_part_done_marks_curves_file(small_store, monk
 
 # ----------------------------------------------------------------- collection
 
-TINY_SPECS = [sample_task_config("lab_two_d", 0), sample_task_config("lab_quadratic", 1, {"dim": 5})]
+# a 2-D sparse bowl (losg_tasks_family seed 12) and a 5-dimensional noisy quadratic
+TINY_SPECS = [sample_task_config("losg_tasks_family", 12), sample_task_config("quadratic_family", 1, {"dims": 5})]
 
 
 def _sorted(df: pd.DataFrame) -> pd.DataFrame:
@@ -181,7 +182,7 @@ def test_collect_matches_engine_and_records_runs(tmp_path):
     # the store holds exactly what the engine gives for that task, replica and configs
     spec = TINY_SPECS[1]
     name = task_name(spec)
-    assert set(curves.loc[curves["task"] == name, "task_family"]) == {"lab_quadratic"}
+    assert set(curves.loc[curves["task"] == name, "task_family"]) == {"quadratic_family"}
     ref = train_population(build_task(spec), fam, [fam.sample(100 + i) for i in range(5)], 12, 5,
                            eval_batches=2, replica=1, dtype=torch.float64)
     mine = curves[(curves["task"] == name) & (curves["replica"] == 1)].sort_values(["config_id", "step"])
@@ -248,7 +249,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 KILL_SPEC = CollectionSpec("adam8p", num_configs=4, total_steps=30, eval_every=10, replicas=2, eval_batches=2,
                            chunk_size=2, progress=False, device="cpu")
-KILL_TASKS = [sample_task_config("lab_two_d", 3), sample_task_config("lab_quadratic", 4, {"dim": 6})]
+KILL_TASKS = [sample_task_config("losg_tasks_family", 16), sample_task_config("quadratic_family", 4, {"dims": 6})]
 
 
 def test_killed_collection_resumes_to_the_same_store(tmp_path):

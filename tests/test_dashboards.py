@@ -19,7 +19,7 @@ from wandb_offline import (offline_runs, read_offline_artifacts, read_offline_fi
 pytest.importorskip("wandb")
 SPLITS = ["train", "valid_inner", "valid_outer", "test"]
 #: a task set of six cheap tasks in two families (leave-one-family-out needs two)
-TWO_FAMILIES = "[{family:lab_quadratic,seeds:[0,3],overrides:{dim:4}},{family:lab_two_d,seeds:[0,3]}]"
+TWO_FAMILIES = "[{family:quadratic_family,seeds:[0,3],overrides:{dims:4}},{family:losg_tasks_family,seeds:[0,3]}]"
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_flat_config_keeps_types_and_leaves_out_the_loggers():
     flat = dashboards.flat_config(cfg)
     assert flat["total_steps"] == 20 and isinstance(flat["total_steps"], int)
     assert isinstance(flat["optimizer.lr"], float) and flat["optimizer.nesterov"] is False
-    assert flat["task.config.dim"] == 20 and flat["trainer.max_steps"] == 20
+    assert flat["task.config.dims"] == 20 and flat["trainer.max_steps"] == 20
     assert not any(k.startswith(("logger", "hydra")) for k in flat)
     assert dashboards.flat_config({"a": [1, 2], "b": [{"c": 3}], "d": {}}) == {"a": [1, 2], "b.0.c": 3, "d": "{}"}
     assert dashboards.tensorboard_value([1, 2]) == "[1, 2]" and dashboards.tensorboard_value(None) == "None"
@@ -45,8 +45,8 @@ def test_flat_config_keeps_types_and_leaves_out_the_loggers():
 def test_run_name_says_what_varies_and_group_is_the_experiment():
     cfg = compose("train_quadratic", ["debug=train"])
     given = ["pipeline=TRAIN", "index=train_quadratic", "debug=train", "optimizer.lr=0.1", "logger=wandb",
-             "output_dir=/x", "+task.config.dim=3"]
-    assert dashboards.run_name(cfg, overrides=given) == "train_quadratic optimizer.lr=0.1 task.config.dim=3"
+             "output_dir=/x", "task.config.dims=3"]
+    assert dashboards.run_name(cfg, overrides=given) == "train_quadratic optimizer.lr=0.1 task.config.dims=3"
     assert dashboards.run_name(cfg, describe=["nadamw", "optimizer.lr=1"], overrides=given).split()[:2] == [
         "train_quadratic", "nadamw"]  # a described key given as an override is named once
     assert dashboards.run_group(cfg) == "train_quadratic"
@@ -95,7 +95,7 @@ def test_train_wandb_run_has_a_full_typed_config_ranked_summary_and_its_config_f
     assert info["group"] == "train_quadratic" and info["job_type"] == "TRAIN" and info["name"] == "train_quadratic"
     config = info["config"]
     # the task config (sizes), the trainer's and learner's settings, the drawn optimizer values
-    assert config["task_config.dim"] == 20 and config["task_family"] == "lab_quadratic"
+    assert config["task_config.dims"] == 20 and config["task_family"] == "quadratic_family"
     assert config["trainer.max_steps"] == 20 and config["learner.eval_batches"] == 4
     assert isinstance(config["optimizer/lr"], float) and isinstance(config["total_steps"], int)
     assert len(config) > 60
@@ -149,8 +149,8 @@ def test_train_tensorboard_hparams_hold_real_final_and_best_losses(tmp_path):
     assert scalars["final/test"] == [pytest.approx(curve["test"].iloc[-1], rel=1e-6)]
     assert scalars["best/valid_inner"] == [pytest.approx(curve["valid_inner"].min(), rel=1e-6)]
     assert session.hparams["optimizer/lr"].number_value == pytest.approx(0.05)
-    assert session.hparams["task_config.dim"].number_value == 20
-    assert session.hparams["task_family"].string_value == "lab_quadratic"
+    assert session.hparams["task_config.dims"].number_value == 20
+    assert session.hparams["task_family"].string_value == "quadratic_family"
 
 
 def test_wandb_that_cannot_start_is_one_line_and_the_run_is_kept(offline, monkeypatch, caplog):

@@ -26,6 +26,8 @@ from taskset_lab.data.image import to_nchw
 from taskset_lab.errors import DataError
 from taskset_lab.tasks import SPLITS, build_task, sample_task_config
 
+from small_tasks import conv_overrides
+
 
 def test_digits_splits():
     splits = load_digits()
@@ -165,14 +167,14 @@ def test_dataset_to_tensors_reads_items_and_arrays():
     assert torch.equal(to_nchw(x.numpy(), "nchw"), x)
 
 
-@pytest.mark.parametrize("family", ["lab_mlp", "lab_conv_pooling"])
+@pytest.mark.parametrize("family", ["lab_mlp", "conv_pooling_family"])
 def test_image_tasks_train_on_uint8_torchvision_data(tmp_path, family):
-    _write_mnist(tmp_path, "MNIST", n_train=40, n_test=8)
-    overrides = {"dataset": "mnist", "batch_size": 4}
+    # TaskSet's families take two validation splits of 5000 from the training images
+    _write_mnist(tmp_path, "MNIST", n_train=40 if family == "lab_mlp" else 10_040, n_test=8)
     if family == "lab_mlp":
-        overrides["hidden"] = [8]
-    else:
-        overrides.update(channels=[4, 4], strides=[2, 2], padding="valid")
+        overrides = {"dataset": "mnist", "batch_size": 4, "hidden": [8]}
+    else:  # TaskSet's convnet: two 3x3 VALID convs, stride 2
+        overrides = {**conv_overrides((4, 4), (2, 2), batch_size=4), "padding": ["VALID", "VALID"]}
     task = build_task(sample_task_config(family, 1, overrides), data_dir=str(tmp_path)).to("cpu", torch.float64)
     module = task.init_module(0).double()
     batch = task.data.batch("train", 0)

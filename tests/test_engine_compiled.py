@@ -22,13 +22,10 @@ from taskset_lab.optim import get_optimizer_family
 from taskset_lab.tasks import sample_task
 
 from conftest import run_population
+from small_tasks import small_task
 
 F64 = torch.float64
-SMALL = {
-    "lab_mlp": {"hidden": [8], "batch_size": 16},
-    "lab_quadratic": {"dim": 6, "output": "identity"},
-    "lab_char_rnn_language_model": {"seq_len": 5, "hidden": 8, "embed_dim": 4, "batch_size": 4},
-}
+# lab_mlp, a noisy quadratic and a character RNN, small (tests/small_tasks.py)
 
 
 def _configs(fam_name: str) -> list[dict]:
@@ -40,10 +37,9 @@ def _run(pop: Population, step, n: int):
     return run_population(pop, step, pop.init(), n)
 
 
-@pytest.mark.parametrize("task_family,opt", [("lab_mlp", "adam4p"), ("lab_quadratic", "nadamw"),
-                                              ("lab_char_rnn_language_model", "adam8p")])
+@pytest.mark.parametrize("task_family,opt", [("mlp", "adam4p"), ("quadratic", "nadamw"), ("char_rnn", "adam8p")])
 def test_compiled_step_equals_eager(task_family, opt):
-    task = sample_task(task_family, 0, SMALL[task_family])
+    task = small_task(task_family)
     pop = Population(task, opt, _configs(opt), 6, dtype=F64, eval_batches=1)
     compiled = CompiledStep(pop, backend="aot_eager")
     eager_losses, eager_state = _run(pop, pop.step, 6)
@@ -53,12 +49,12 @@ def test_compiled_step_equals_eager(task_family, opt):
     for name in eager_state.params:
         torch.testing.assert_close(comp_state.params[name], eager_state.params[name], rtol=1e-10, atol=1e-12)
     assert torch.equal(comp_state.diverged_step, eager_state.diverged_step)
-    assert bool(eager_state.diverged[2]) or task_family != "lab_mlp"  # lr=1e4 exercises the freeze
+    assert bool(eager_state.diverged[2]) or task_family != "mlp"  # lr=1e4 exercises the freeze
 
 
 def test_compiled_population_matches_config_alone(monkeypatch):
     monkeypatch.setenv("TASKLAB_COMPILE_BACKEND", "aot_eager")
-    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    task = small_task("mlp")
     fam = get_optimizer_family("adam4p")
     configs = _configs("adam4p")
     pop = train_population(task, fam, configs, total_steps=8, eval_every=4, eval_batches=2, dtype=F64,
@@ -73,7 +69,7 @@ def test_compiled_population_matches_config_alone(monkeypatch):
 
 @pytest.mark.skipif(not compile_available(torch.device("cpu"), "inductor"), reason="Inductor cannot build CPU code here (no C++ compiler, or ATEN_CPU_CAPABILITY=default)")
 def test_inductor_step_equals_eager():
-    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    task = small_task("mlp")
     pop = Population(task, "adam1p", _configs("adam1p")[:2], 3, dtype=F64, eval_batches=1)
     compiled = CompiledStep(pop, backend="inductor")
     eager_losses, _ = _run(pop, pop.step, 3)
@@ -86,7 +82,7 @@ def test_compile_failure_falls_back_to_eager():
     def broken_backend(gm, example_inputs):
         raise RuntimeError("no compiler today")
 
-    task = sample_task("lab_quadratic", 0, SMALL["lab_quadratic"])
+    task = small_task("quadratic")
     pop = Population(task, "adam4p", _configs("adam4p"), 4, dtype=F64, eval_batches=1)
     stepper = CompiledStep(pop, backend=broken_backend)
     fallback_losses, _ = _run(pop, stepper.step, 4)
@@ -96,7 +92,7 @@ def test_compile_failure_falls_back_to_eager():
 
 
 def test_compiled_step_updates_in_place_and_first_call_leaves_the_given_state():
-    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    task = small_task("mlp")
     pop = Population(task, "adam4p", _configs("adam4p"), 4, dtype=F64, eval_batches=1)
     stepper = CompiledStep(pop, backend="aot_eager")
     start = pop.evaluate(pop.init())[1]
@@ -129,7 +125,7 @@ def test_fallback_after_a_failed_first_call_starts_from_the_intact_state():
             raise RuntimeError("kernel crashed")
         return run
 
-    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    task = small_task("mlp")
     pop = Population(task, "adam4p", _configs("adam4p"), 3, dtype=F64, eval_batches=1)
     stepper = CompiledStep(pop, backend=fails_when_run)
     start = pop.evaluate(pop.init(flat=False))[1]  # tensors of its own: nothing copies them
@@ -154,7 +150,7 @@ def test_compile_mode_and_auto_threshold():
 
 
 def test_probe_picks_fastest_k_within_cap():
-    task = sample_task("lab_mlp", 0, SMALL["lab_mlp"])
+    task = small_task("mlp")
     configs = [get_optimizer_family("adam4p").sample(i) for i in range(40)]
     made: list[int] = []
 
@@ -169,7 +165,7 @@ def test_probe_picks_fastest_k_within_cap():
 
 
 def test_train_population_auto_k_logs_choice(caplog):
-    task = sample_task("lab_quadratic", 0, SMALL["lab_quadratic"])
+    task = small_task("quadratic")
     configs = [get_optimizer_family("adam1p").sample(i) for i in range(12)]
     with caplog.at_level("INFO", logger="taskset_lab.engine.driver"):
         res = train_population(task, "adam1p", configs, total_steps=200, eval_every=100, eval_batches=1,

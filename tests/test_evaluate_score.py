@@ -20,7 +20,7 @@ STEPS, EVERY, SEEDS, LRS = 30, 5, (0, 1), (1e-3, 1e-2, 1e-1, 1.0)
 
 @pytest.fixture(scope="module")
 def tasks():
-    return [get_task("TwoD_Bowl10"), sample_task("lab_quadratic", 0)]
+    return [get_task("TwoD_Bowl10"), sample_task("quadratic_family", 2)]  # log output: bounded growth
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from taskset_lab.curves.store import CURVES_DIR, DAMAGED_DIR, RUNS_DIR, list_par
 
 from conftest import compose, kill_tasklab, one_error_line, run_tasklab
 
-# 2 lab_two_d tasks x 3 configs, one config per part: 6 parts of a few milliseconds of compute each
-SMALL = ["task_set.families=[{family:lab_two_d,seeds:[0,2]}]", "task_set.fixed=[]", "search_space.num_configs=3",
+# 2 TwoD tasks x 3 configs, one config per part: 6 parts of a few milliseconds of compute each
+SMALL = ["task_set.families=[]", "task_set.fixed=[TwoD_Bowl10,TwoD_Rosenbrock]", "search_space.num_configs=3",
          "total_steps=20", "eval_every=10", "learner.chunk_size=1", "learner.eval_batches=1", "progress=false",
          "learner.device=cpu"]
 PARTS = 6

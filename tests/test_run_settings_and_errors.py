@@ -102,14 +102,14 @@ def test_all_nan_task_warned_and_all_diverged_store_refused(tmp_path, caplog):
     from taskset_lab.curves.store import read_curves, read_runs
     from taskset_lab.hparam_list.checks import WARNINGS_FILE, check_curves
 
-    store = _store(tmp_path / "mixed", {"lab_two_d_0000aaaa": 1.0, "lab_two_d_0000bbbb": float("nan")})
+    store = _store(tmp_path / "mixed", {"quadratic_family_0000aaaa": 1.0, "quadratic_family_0000bbbb": float("nan")})
     caplog.set_level("WARNING")
     warnings = check_curves(read_curves(store), read_runs(store), store, "valid_inner", "test", tmp_path / "out")
-    assert len(warnings) == 1 and "lab_two_d_0000bbbb" in warnings[0]
-    assert "lab_two_d_0000bbbb" in (tmp_path / "out" / WARNINGS_FILE).read_text()
-    assert any("lab_two_d_0000bbbb" in r.getMessage() for r in caplog.records)
+    assert len(warnings) == 1 and "quadratic_family_0000bbbb" in warnings[0]
+    assert "quadratic_family_0000bbbb" in (tmp_path / "out" / WARNINGS_FILE).read_text()
+    assert any("quadratic_family_0000bbbb" in r.getMessage() for r in caplog.records)
 
-    dead = _store(tmp_path / "dead", {"lab_two_d_0000aaaa": 1.0, "lab_two_d_0000cccc": 2.0}, diverged=True)
+    dead = _store(tmp_path / "dead", {"quadratic_family_0000aaaa": 1.0, "quadratic_family_0000cccc": 2.0}, diverged=True)
     cfg = compose("quickstart", [f"output_dir={tmp_path / 'o'}", f"curves_dir={dead}", "collect_if_missing=false",
                                  "search_space.num_configs=3", "hparam_list.length=2", "hparam_list.ks=[1,2]",
                                  "hparam_list.folds=2", "hparam_list.tpe.enabled=false", *NO_REFERENCES])
@@ -143,7 +143,7 @@ def test_bad_paths_devices_loggers_and_stores_are_one_line(tmp_path):
     line = one_error_line(run_tasklab(["pipeline=HPARAM_LIST", "index=quickstart", f"curves_dir={a_file}",
                                         f"output_dir={tmp_path / 'o1'}"], tmp_path))
     assert "curves_dir" in line and "is a file" in line
-    store = _store(tmp_path / "nadamw_store", {"lab_two_d_0000aaaa": 1.0, "lab_two_d_0000bbbb": 2.0})
+    store = _store(tmp_path / "nadamw_store", {"quadratic_family_0000aaaa": 1.0, "quadratic_family_0000bbbb": 2.0})
     line = one_error_line(run_tasklab(["pipeline=HPARAM_LIST", "index=quickstart", f"curves_dir={store}",
                                         "search_space=adam8p", "collect_if_missing=false", *NO_REFERENCES,
                                         "search_space.num_configs=3", "hparam_list.length=2", "hparam_list.ks=[1,2]",
@@ -171,7 +171,7 @@ def test_drawn_hparams_reach_tensorboard_and_summary(tmp_path, monkeypatch):
     assert drawn["family"] == "nadamw" and 0 < drawn["lr"] < 1
     assert json.loads((out / "summary.json").read_text())["optimizer_hparams"] == drawn
     logged = yaml.safe_load(next(out.rglob("hparams.yaml")).read_text())
-    assert logged["optimizer/lr"] == pytest.approx(drawn["lr"]) and logged["task_family"] == "lab_quadratic"
+    assert logged["optimizer/lr"] == pytest.approx(drawn["lr"]) and logged["task_family"] == "quadratic_family"
     # the W&B run name says what varies: the experiment and the overrides that change the run
     monkeypatch.setattr(train, "explicit_overrides", lambda: ["pipeline=TRAIN", "index=train_quadratic",
                                                               "debug=train", "optimizer.lr=0.1", "logger=wandb"])

@@ -9,9 +9,11 @@ import pytest
 from conftest import run_tasklab
 from taskset_lab.errors import ConfigError
 from taskset_lab.registry import DuplicateNameError, Registry, UnknownNameError
+from taskset_lab.tasks.fields import Field
 from taskset_lab.tasks.registry import (
     TASK_FAMILIES,
     FIXED_TASKS,
+    TaskFamily,
     get_task_family,
     get_task,
     register_task_family,
@@ -41,9 +43,12 @@ def test_sampled_names_follow_taskset_and_overrides_change_the_name():
     assert sampled_name("mlp_family", 12) == "mlp_family_seed12"
     a, b = sampled_name("lab_mlp", 3, {"hidden": [8]}), sampled_name("lab_mlp", 3, {"hidden": [9]})
     assert a.startswith("lab_mlp_seed3_") and a != b
-    task = get_task("lab_quadratic_seed2")
-    assert (task.name, task.family) == ("lab_quadratic_seed2", "lab_quadratic")
-    assert task.config == sample_task_config("lab_quadratic", 2)
+    task = get_task("lab_mlp_seed2")
+    assert (task.name, task.family) == ("lab_mlp_seed2", "lab_mlp")
+    assert task.config == sample_task_config("lab_mlp", 2)
+    task = get_task("quadratic_family_seed2")
+    assert (task.name, task.family) == ("quadratic_family_seed2", "quadratic_family")
+    assert task.config == sample_task_config("quadratic_family", 2)
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -60,20 +65,35 @@ def test_bad_overrides_are_one_line_naming_family_key_value_and_allowed(override
     assert err.value.field.startswith("task_set.families[0].overrides.")
 
 
-def test_derived_keys_are_recomputed_when_their_source_is_overridden():
-    base = sample_task_config("lab_conv_pooling", 1)
-    two = sample_task_config("lab_conv_pooling", 1, {"channels": [8, 8]})
+def _conv_toy_derive(config: dict) -> dict:
+    """``strides`` follow ``channels``: the sampled strides kept layer by layer, new layers 1."""
+    channels, strides = config.get("channels"), config.get("strides")
+    if isinstance(channels, list) and isinstance(strides, list) and len(strides) != len(channels):
+        config = dict(config, strides=(strides + [1] * len(channels))[:len(channels)])
+    return config
+
+
+def test_derived_keys_are_recomputed_when_their_source_is_overridden(monkeypatch):
+    """A family's ``derive`` hook runs after the overrides (no shipped family needs one: a
+    convnet-like toy family, registered for this test only)."""
+    fields = {"channels": Field("list", items="int", low=1, high=4096, allowed="channel counts"),
+              "strides": Field("list", items="int", low=1, high=8, allowed="strides")}
+    toy = TaskFamily("derive_toy", lambda seed: {"channels": [16, 16, 32, 32], "strides": [1, 2, 1, 2]},
+                     lambda c, **kw: None, fields, _conv_toy_derive)
+    monkeypatch.setitem(TASK_FAMILIES._items, "derive_toy", toy)
+    base = sample_task_config("derive_toy", 1)
+    two = sample_task_config("derive_toy", 1, {"channels": [8, 8]})
     assert len(base["channels"]) == 4 and two["strides"] == base["strides"][:2]
-    six = sample_task_config("lab_conv_pooling", 1, {"channels": [8] * 6})
+    six = sample_task_config("derive_toy", 1, {"channels": [8] * 6})
     assert six["strides"] == base["strides"] + [1, 1]
 
 
 def test_task_sets_take_families_fixed_names_and_globs():
-    specs = resolve_task_set({"families": [{"family": "lab_two_d", "seeds": [0, 2]}],
+    specs = resolve_task_set({"families": [{"family": "quadratic_family", "seeds": [0, 2]}],
                               "fixed": ["TwoD_B*", "Copy_GRU128_BS128_Length20_Tokens10", "lab_mlp_seed4",
                                         "TwoD_Bowl1"]})
     names = [s.name for s in specs]
-    assert names[:2] == ["lab_two_d_seed0", "lab_two_d_seed1"]
+    assert names[:2] == ["quadratic_family_seed0", "quadratic_family_seed1"]
     assert {"TwoD_Beale", "TwoD_Bowl1", "TwoD_Bowl10", "TwoD_Bowl100", "TwoD_Bowl1000"} <= set(names)
     assert names.count("TwoD_Bowl1") == 1  # duplicates dropped
     fixed = {s.name: s for s in specs}

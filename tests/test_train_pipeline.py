@@ -60,7 +60,7 @@ def test_resume_without_checkpoint_names_the_field(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_the_curve(tmp_path):
     summary, curve = _train("train_quadratic", tmp_path / "run", "optimizer.lr=1e30",
-                            "task.config.output=identity", "task.config.noise_scale=0.0")
+                            "task.config.output_fn=identity", "task.config.noise=null")
     assert summary["diverged_step"] is not None and summary["diverged_step"] < 20
     assert curve["step"].iloc[0] == 0 and math.isfinite(curve["train"].iloc[0])
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())

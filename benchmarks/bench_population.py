@@ -1,7 +1,8 @@
 """Throughput of the population engine against training one config at a time.
 
-For each case (a small MLP on digits, a medium MLP on MNIST-shaped random data, a conv net
-on digits, a character GRU on pydoc text) it measures config-steps per second of
+For each case (a small MLP on digits, a medium MLP on MNIST-shaped random data, TaskSet's conv
+net with pooling on digits, TaskSet's character GRU language model on the pydoc stand-in) it
+measures config-steps per second of
 
 * ``population``: :func:`taskset_lab.engine.train_population` with K adam4p configs at
   several K (vmap over stacked parameters, batched optimizer);
@@ -50,7 +51,7 @@ import torch
 
 from taskset_lab.engine import train_population
 from taskset_lab.optim import ADAM4P
-from taskset_lab.tasks import SPLITS, Task, TensorData, build_task
+from taskset_lab.tasks import SPLITS, Task, TensorData, build_task, sample_task_config
 from taskset_lab.tasks.families.mlp import MLPTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # jax_peers.py, also when loaded by path
@@ -84,17 +85,29 @@ def medium_mlp(quick: bool) -> Task:
 
 
 def conv(quick: bool) -> Task:
-    """3x3 convs 16 -> 32 (stride 1, 2), mean pooling, on digits, batch 64."""
-    return build_task(_image_config("lab_conv_pooling", channels=[16, 32], strides=[1, 2], padding="same",
-                                    pooling="mean", batch_size=64))
+    """TaskSet's conv_pooling_family model: 3x3 SAME convs 16 -> 32 (stride 1, 2), relu, mean
+    pooling, a linear head; trained on scikit-learn's digits at their own 8x8 (as the
+    medium MLP case, the task is built on its data directly), batch 64."""
+    from taskset_lab.data import load_dataset
+    from taskset_lab.tasks.families.taskset_conv import TasksetConvTask
+
+    overrides = {"hidden_units": [16, 32], "strides": [[1, 1], [2, 2]], "padding": ["SAME", "SAME"],
+                 "activation": "relu", "w_init": ["he_normal", None], "pool_type": "mean", "use_bias": True,
+                 "center_data": False, "dataset": ["mnist", {"bs": 64, "num_train": None, "just_train": False}, None]}
+    config = sample_task_config("conv_pooling_family", 0, overrides)
+    splits = load_dataset("digits")
+    return TasksetConvTask(config, TensorData(splits, 64, seed=0), tuple(splits["train"][0].shape[1:]), 10)
 
 
 def rnn(quick: bool) -> Task:
-    """Character GRU (embed 32, hidden 64) on pydoc text, 32 characters, batch 32."""
-    return build_task({"family": "lab_char_rnn_language_model", "dataset": "pydoc", "core": "gru",
-                       "hidden": 64, "embed_dim": 32, "seq_len": 8 if quick else 32,
-                       "init": {"name": "glorot_uniform", "scale": None}, "batch_size": 32,
-                       "data_seed": 0})
+    """TaskSet's char_rnn_language_model_family: GRU (embed 32, hidden 64, 256 bytes) on the
+    pydoc stand-in, 32 bytes (8 with --quick), batch 32."""
+    glorot = ["glorot_uniform", None]
+    overrides = {"embed_dim": 32, "trainable_init": False, "w_init": glorot,
+                 "core": ["gru", {"core_dim": 64, **{k: glorot for k in ("wh", "wz", "wr", "uh", "uz", "ur")}}],
+                 "dataset": ["lm1b/bytes", {"patch_length": 8 if quick else 32, "batch_size": 32,
+                                            "just_train": False, "num_train": None}]}
+    return build_task(sample_task_config("char_rnn_language_model_family", 0, overrides), offline_data="substitute")
 
 
 def taskset_case(name: str) -> Callable[[bool], Task]:

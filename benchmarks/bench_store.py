@@ -29,7 +29,7 @@ import pandas as pd
 from taskset_lab.curves.store import CURVES_DIR, read_curves, write_part
 from taskset_lab.tasks.base import SPLITS
 
-FAMILIES = ("lab_mlp", "lab_conv_pooling", "lab_quadratic", "lab_two_d")
+FAMILIES = ("mlp_family", "conv_pooling_family", "quadratic_family", "losg_tasks_family")  # labels only
 
 
 def build_store(root: Path, tasks: int, configs: int, evals: int, seed: int = 0) -> list[str]:
@@ -110,7 +110,8 @@ def main() -> None:
               file=log)
         queries = {
             "one_task": (dict(tasks=[names[len(names) // 2]]), dict(tasks=[names[len(names) // 2]])),
-            "family_test_split": (dict(task_families=["lab_mlp"], splits="test"), dict(families=["lab_mlp"], split="test")),
+            "family_test_split": (dict(task_families=[FAMILIES[0]], splits="test"),
+                                  dict(families=[FAMILIES[0]], split="test")),
             "configs_0_to_7": (dict(config_ids=range(8)), dict(configs=list(range(8)))),
             "everything": ({}, {}),
         }

@@ -5,8 +5,9 @@ A peer copies its initial parameters from ``task.init_module(0)`` (keyed by our 
 names), takes the same batches (``task.data.batch("train", s)``) and the same K hparams, and
 updates with the same TF-Adam formula (ε before the bias correction), all in float32, so its
 parameters after a few steps match the population engine's (:func:`max_param_diff`). It has
-no divergence freeze (ours has). Covered: the MLP (``lab_mlp``), the conv net
-(``lab_conv_pooling``) and the character RNN (``lab_char_rnn_language_model``) modules.
+no divergence freeze (ours has). Covered: the MLP (``lab_mlp``), TaskSet's conv net with
+global pooling (``conv_pooling_family``, no augmentation) and TaskSet's character RNN
+language model with the GRU core (``char_rnn_language_model_family``).
 
 jax is imported lazily (by the peers' constructors): ``bench_population.py`` sets
 ``XLA_FLAGS`` for ``--threads 1`` before the first import.
@@ -23,10 +24,10 @@ from torch import nn
 
 from taskset_lab.optim import ADAM4P
 from taskset_lab.tasks import Task
-from taskset_lab.tasks.families.char_rnn import CharRNN
-from taskset_lab.tasks.families.conv_pooling import ConvPooling
-from taskset_lab.tasks.families.mlp import MLP
-from taskset_lab.tasks.nn import image_input
+from taskset_lab.tasks.families.mlp import MLP, image_input
+from taskset_lab.tasks.families.taskset_conv import ConvPoolingNet
+from taskset_lab.tasks.families.taskset_rnn_lm import RNNLanguageModel
+from taskset_lab.tasks.layers import same_padding
 
 Params = dict[str, Any]
 Loss = Callable[[Params, Any, Any], Any]
@@ -43,13 +44,20 @@ def jax_available() -> bool:
 
 
 def _activation(name: str) -> Callable[[Any], Any]:
-    """The JAX twin of ``taskset_lab.tasks.nn.ACTIVATIONS[name]``."""
+    """The JAX twin of ``taskset_lab.tasks.activations.ACTIVATIONS[name]`` (TaskSet's names;
+    ``lab_mlp``'s ``leaky_relu`` is TaskSet's ``leaky_relu2``)."""
     import jax
     import jax.numpy as jnp
 
+    def leaky(slope: float) -> Callable[[Any], Any]:
+        # PyTorch's gradient at exactly 0 is the slope (jax.nn.leaky_relu's is 1); conv outputs
+        # over blank image regions are exactly 0 at initialisation (zero biases)
+        return lambda x: jnp.where(x > 0, x, slope * x)
+
     table = {"relu": jax.nn.relu, "tanh": jnp.tanh, "cos": jnp.cos, "elu": jax.nn.elu,
-             "sigmoid": jax.nn.sigmoid, "swish": jax.nn.silu,
-             "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.2)}
+             "sigmoid": jax.nn.sigmoid, "swish": lambda x: x * jax.nn.sigmoid(x),
+             "leaky_relu4": leaky(0.4), "leaky_relu2": leaky(0.2), "leaky_relu1": leaky(0.1)}
+    table["leaky_relu"] = table["leaky_relu2"]
     return table[name]
 
 
@@ -143,18 +151,15 @@ class JaxPeer:
         return time.perf_counter() - start, params
 
 
-class _ImagePeer(JaxPeer):
-    """Image classifiers: images through ``image_input`` (scaling, centering), integer labels."""
+class MLPPeer(JaxPeer):
+    """``lab_mlp``: images through ``image_input`` (scaling, centering), linear layers with
+    the activation between them, integer labels."""
+
+    module_type = MLP
 
     def inputs(self, module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
         like = next(module.parameters())
         return image_input(batch[0], like, module.center).numpy(), batch[1].numpy().astype(np.int32)
-
-
-class MLPPeer(_ImagePeer):
-    """``lab_mlp``: linear layers with the activation between them."""
-
-    module_type = MLP
 
     def make_loss(self, module: nn.Module) -> Loss:
         act, n = _activation(module.activation), len(module.layers)
@@ -167,41 +172,59 @@ class MLPPeer(_ImagePeer):
         return loss
 
 
-class ConvPeer(_ImagePeer):
-    """``lab_conv_pooling``: 3x3 convolutions (NCHW / OIHW, PyTorch's layouts) padded like
-    ours (``same`` pads 1 on every side, also at stride 2, unlike TF's asymmetric SAME),
-    global mean or max pooling, a linear head."""
+class ConvPeer(JaxPeer):
+    """``conv_pooling_family``: 3x3 convolutions (NCHW / OIHW, PyTorch's layouts) with TF's
+    padding (``SAME``: the odd padding row at the bottom/right; ``VALID``: none), optional
+    bias, the activation after every layer, global mean / max / squared-mean pooling, then
+    ``x @ w + b`` (Sonnet's layout). Images scaled to [0, 1] (and centred) outside the step."""
 
-    module_type = ConvPooling
+    module_type = ConvPoolingNet
+
+    def inputs(self, module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
+        if module.input.augmentation:
+            raise NotImplementedError("ConvPeer covers tasks without augmentation only")
+        like = next(module.parameters())
+        return module.input(batch[0], like).numpy(), batch[1].numpy().astype(np.int32)
 
     def make_loss(self, module: nn.Module) -> Loss:
         import jax
 
-        act = _activation(module.activation)
-        layers = [(f"convs.{i}", conv.stride, conv.padding) for i, conv in enumerate(module.convs)]
-        pooling = module.pooling
+        act = _activation(module.convs.activation)
+        layers = [(f"convs.layers.{i}", conv.stride, conv.padding, conv.bias is not None)
+                  for i, conv in enumerate(module.convs.layers)]
+        pool_type = module.pool_type
 
         def loss(p, x, y):
             h = x
-            for name, stride, pad in layers:
-                h = jax.lax.conv_general_dilated(h, p[f"{name}.weight"], stride, [(q, q) for q in pad],
+            for name, stride, padding, bias in layers:
+                pads = ([same_padding(n, s) for n, s in zip(h.shape[-2:], stride)] if padding == "SAME"
+                        else [(0, 0), (0, 0)])
+                h = jax.lax.conv_general_dilated(h, p[f"{name}.weight"], stride, pads,
                                                  dimension_numbers=("NCHW", "OIHW", "NCHW"))
-                h = act(h + p[f"{name}.bias"][:, None, None])
-            h = h.mean(axis=(-2, -1)) if pooling == "mean" else h.max(axis=(-2, -1))
-            return _cross_entropy(_linear(h, p, "head"), y)
+                h = act(h + p[f"{name}.bias"][:, None, None] if bias else h)
+            if pool_type == "mean":
+                h = h.mean(axis=(-2, -1))
+            elif pool_type == "max":
+                h = h.max(axis=(-2, -1))
+            else:
+                h = (h * h).mean(axis=(-2, -1))
+            return _cross_entropy(h @ p["linear.w"] + p["linear.b"], y)
         return loss
 
 
 class CharRNNPeer(JaxPeer):
-    """``lab_char_rnn_language_model`` with the GRU core: embedding lookup, the input
-    projection of all steps in one matmul, ``lax.scan`` of ``RecurrentCore``'s GRU cell (its
-    gate layout r, z, n and formula) over time from a zero state, a linear readout; mean
-    cross-entropy over batch and time."""
+    """``char_rnn_language_model_family`` with the GRU core (Sonnet's GRU as
+    :class:`taskset_lab.tasks.layers.SonnetCore` computes it: gates z, r, candidate from
+    ``(r * h) @ uh``, ``h' = (1 - z) h + z cand``): token ids clamped to the vocabulary,
+    embedding lookup, the input projection of all steps in one matmul, ``lax.scan`` of the
+    cell over time from the zero or trainable initial state, the readout ``x @ w + b`` on all
+    but the last step; mean cross-entropy against the next token."""
 
-    module_type = CharRNN
+    module_type = RNNLanguageModel
 
     def inputs(self, module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
-        return batch[0].numpy().astype(np.int32), batch[1].numpy().astype(np.int32)
+        tokens = batch[0].numpy().astype(np.int32)
+        return tokens, tokens  # the targets are the tokens, shifted inside the loss
 
     def make_loss(self, module: nn.Module) -> Loss:
         import jax
@@ -209,23 +232,30 @@ class CharRNNPeer(JaxPeer):
 
         if module.core.kind != "gru":
             raise NotImplementedError(f"CharRNNPeer covers the GRU core only, not {module.core.kind!r}")
-        hidden, sig = module.core.hidden_size, jax.nn.sigmoid
+        hidden, vocab, trainable_init, sig = (module.core.hidden, module.vocab_size, module.core.trainable_init,
+                                              jax.nn.sigmoid)
 
-        def loss(p, tokens, targets):
-            w_h = p["core.w_h"]
+        def loss(p, text, _targets):
+            tok = jnp.minimum(text, vocab - 1)
+            u_zr, uh = jnp.concatenate([p["core.uz"], p["core.ur"]], 1), p["core.uh"]
 
             def gru(h, x_t):
-                xr, xz, xn = jnp.split(x_t, 3, axis=-1)
-                hr, hz, hn = jnp.split(h @ w_h.T, 3, axis=-1)
-                r, z = sig(xr + hr), sig(xz + hz)
-                h = (1.0 - z) * jnp.tanh(xn + r * hn) + z * h
+                xz, xr, xh = jnp.split(x_t, 3, axis=-1)
+                hz, hr = jnp.split(h @ u_zr, 2, axis=-1)
+                z, r = sig(xz + hz), sig(xr + hr)
+                h = (1.0 - z) * h + z * jnp.tanh(xh + (r * h) @ uh)
                 return h, h
 
-            proj = p["embed"][tokens] @ p["core.w_in"].T + p["core.bias"]  # [B, T, 3H]
-            h0 = jnp.zeros((tokens.shape[0], hidden), proj.dtype)
+            w_in = jnp.concatenate([p["core.wz"], p["core.wr"], p["core.wh"]], 1)
+            b_in = jnp.concatenate([p["core.bz"], p["core.br"], p["core.bh"]])
+            proj = p["embed.embeddings"][tok] @ w_in + b_in  # [B, T, 3H]
+            if trainable_init:
+                h0 = jnp.broadcast_to(p["core.init_h"], (tok.shape[0], hidden))
+            else:
+                h0 = jnp.zeros((tok.shape[0], hidden), proj.dtype)
             _, hs = jax.lax.scan(gru, h0, jnp.swapaxes(proj, 0, 1))  # hs [T, B, H]
-            logits = _linear(hs, p, "readout")
-            return _cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.T.reshape(-1))
+            logits = hs[:-1] @ p["readout.w"] + p["readout.b"]  # [T-1, B, V]
+            return _cross_entropy(logits.reshape(-1, logits.shape[-1]), tok[:, 1:].T.reshape(-1))
         return loss
 
 
@@ -277,7 +307,7 @@ def make_pes_peer(task: Task, thetas: np.ndarray, lr: float, max_steps: int) -> 
         raise NotImplementedError("the PES peer covers lab_mlp's MLP only")
     k = thetas.shape[0]
     loss = MLPPeer.make_loss(MLPPeer.__new__(MLPPeer), module)
-    xs, ys = zip(*(_ImagePeer.inputs(None, module, task.data.batch("train", s)) for s in range(max_steps)))
+    xs, ys = zip(*(MLPPeer.inputs(None, module, task.data.batch("train", s)) for s in range(max_steps)))
     xs, ys = jnp.asarray(np.stack(xs)), jnp.asarray(np.stack(ys))
     params0 = {n: jnp.broadcast_to(p.detach().numpy(), (k,) + tuple(p.shape)) for n, p in module.named_parameters()}
     tau = jnp.asarray(TIMESCALES, dtype=jnp.float32)

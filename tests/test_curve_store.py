@@ -81,7 +81,8 @@ def test_layout_and_round_trip(small_store):
 
 def test_filters_and_column_selection(small_store):
     store, _ = small_store
-    df = read_curves(store, tasks=["quadratic_family_1111bbbb"], optimizers="nadamw", config_ids=[1, 2], splits=["test"])
+    df = read_curves(store, tasks=["quadratic_family_1111bbbb"], optimizers="nadamw", config_ids=[1, 2],
+                     splits=["test"])
     assert list(df.columns) == ["task", "task_family", "optimizer", "config_id", "replica", "step", "test"]
     assert set(df["task"]) == {"quadratic_family_1111bbbb"} and set(df["optimizer"]) == {"nadamw"}
     assert set(df["config_id"]) == {1, 2} and len(df) == 2 * 3

@@ -120,5 +120,7 @@ def test_cost_plot_measures_each_task_and_a_bad_seed_list_is_one_line(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "cost" / "task_costs.png").size[0] > 100
+    spread = np.log10(frame["parameters"].max() / frame["parameters"].min())
+    assert f"spread over 2 tasks: parameters {spread:.1f} decades" in out.stdout
     bad = run_tasklab(["pipeline=TASKS", "plot=cost", "seeds=three"], cwd=tmp_path)
     assert bad.returncode == 2 and "seeds" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

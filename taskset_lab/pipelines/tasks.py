@@ -76,6 +76,19 @@ def time_per_step(task: Any, module: torch.nn.Module, steps: int = 5) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def cost_spread(frame: Any) -> str:
+    """One line: how many decades the measured tasks span in parameters, in time per step and
+    in time per config-step (TaskSet: "7 orders of magnitude")."""
+    def decades(values: Any) -> float:
+        v = np.asarray(values, dtype=float)
+        v = v[np.isfinite(v) & (v > 0)]
+        return float(np.log10(v.max() / v.min())) if v.size else float("nan")
+
+    return (f"spread over {len(frame)} tasks: parameters {decades(frame['parameters']):.1f} decades, "
+            f"time per step {decades(frame['seconds_per_step']):.1f} decades, time per config-step "
+            f"{decades(frame['seconds_per_config_step']):.1f} decades (tasks probed)")
+
+
 class TasksPipeline(Pipeline):
     name = "TASKS"
     required_fields = ()
@@ -206,6 +219,8 @@ class TasksPipeline(Pipeline):
         write_csv_atomic(csv, frame)
         png = self.plot_costs(frame) if len(frame) else None
         print(f"{len(frame)} tasks measured ({torch.get_num_threads()} threads): {csv}" + (f", {png}" if png else ""))
+        if len(frame):
+            print(cost_spread(frame))
         return {"tasks": len(frame), "csv": str(csv), "plot": str(png) if png else None}
 
     def plot_costs(self, frame: Any) -> Path:

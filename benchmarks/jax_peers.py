@@ -24,7 +24,7 @@ from torch import nn
 
 from taskset_lab.optim import ADAM4P
 from taskset_lab.tasks import Task
-from taskset_lab.tasks.families.mlp import MLP, image_input
+from taskset_lab.tasks.families.mlp import MLP
 from taskset_lab.tasks.families.taskset_conv import ConvPoolingNet
 from taskset_lab.tasks.families.taskset_rnn_lm import RNNLanguageModel
 from taskset_lab.tasks.layers import same_padding
@@ -152,14 +152,14 @@ class JaxPeer:
 
 
 class MLPPeer(JaxPeer):
-    """``lab_mlp``: images through ``image_input`` (scaling, centering), linear layers with
-    the activation between them, integer labels."""
+    """``lab_mlp``: images scaled (and centred) by the module's own input layer outside the
+    step, linear layers with the activation between them, integer labels."""
 
     module_type = MLP
 
     def inputs(self, module: nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[np.ndarray, np.ndarray]:
         like = next(module.parameters())
-        return image_input(batch[0], like, module.center).numpy(), batch[1].numpy().astype(np.int32)
+        return module.input(batch[0], like).numpy(), batch[1].numpy().astype(np.int32)
 
     def make_loss(self, module: nn.Module) -> Loss:
         act, n = _activation(module.activation), len(module.layers)

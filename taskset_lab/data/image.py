@@ -1,7 +1,7 @@
 """Image classification datasets from torchvision, held whole as uint8 tensors.
 
 Images stay uint8 ``[N, C, H, W]`` (4x less memory and gather bandwidth than float);
-models turn them into floats in [0, 1] (see ``taskset_lab.tasks.nn.image_input``).
+models turn them into floats in [0, 1] (see ``taskset_lab.tasks.images.ImageInput``).
 The official train split gives train / valid_inner / valid_outer (a fixed shuffle), the
 official test split gives test.
 """

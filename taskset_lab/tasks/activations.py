@@ -4,9 +4,9 @@ TaskSet's ``utils._activation_fn_map`` (``task_set/tasks/utils.py``): ``relu``, 
 ``cos``, ``elu``, ``sigmoid``, ``swish`` (``x * sigmoid(x)``, written out as TaskSet
 writes it) and three leaky ReLUs named by their negative slope: ``leaky_relu4``
 (``max(x, 0.4 x)``), ``leaky_relu2`` (0.2) and ``leaky_relu1`` (0.1).
-A family whose configs use other names (the project's own ``lab_*`` families say
-``leaky_relu`` for slope 0.2) maps its names onto this table explicitly
-(:data:`taskset_lab.tasks.nn.ACTIVATIONS`).
+A family whose configs use other names (the project's ``lab_mlp`` says ``leaky_relu`` for
+slope 0.2) maps its names onto this table explicitly
+(:data:`taskset_lab.tasks.families.mlp.ACTIVATIONS`).
 """
 
 from __future__ import annotations

@@ -10,9 +10,8 @@
 
 TaskSet builds its language models and text classifiers from Sonnet 1 modules
 (``snt.Embed``, ``snt.VanillaRNN``, ``snt.GRU``, ``snt.LSTM``, ``snt.Linear``) with TF1
-initializers. :class:`taskset_lab.tasks.nn.RecurrentCore` (the ``lab_*`` families') differs
-from them (PyTorch gate layout, one initializer for every matrix, zero biases, a stored
-forget bias, no trainable initial state), so the cores here are separate classes:
+initializers; the cores here follow them (not ``torch.nn``'s RNN cells: TF's gate order and
+layout, per-matrix initializers, Sonnet's biases, an optional trainable initial state):
 
 * ``vrnn``: ``h' = act(x W_ih + b_ih + h W_hh + b_hh)``, both biases zeros;
 * ``gru``: Sonnet's GRU, six sampled initializers, biases ``bz, br, bh`` from TF1's default

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskset_lab.tasks import get_task, sample_task, sample_task_config
+from taskset_lab.tasks import get_task, sample_task
 from taskset_lab.tasks.base import Task
 
 #: ``lab_mlp``, one small hidden layer (its sampler draws the rest)
 MLP = {"hidden": [8], "batch_size": 16}
-#: ``quadratic_family`` in ``dims`` dimensions, identity output (a log output grows too slowly
-#: to diverge), unit loss scale
+#: ``quadratic_family`` in 6 dimensions, identity output (a log output grows too slowly to
+#: diverge), unit loss scale
 QUADRATIC = {"dims": 6, "output_fn": "identity", "loss_scale": 1.0}
 GLOROT = ["glorot_uniform", None]
-
-
-def quadratic_overrides(dims: int = 6) -> dict[str, Any]:
-    return {**QUADRATIC, "dims": int(dims)}
 
 
 def conv_overrides(channels: tuple[int, ...] = (4,), strides: tuple[int, ...] = (2,), batch_size: int = 8
@@ -64,11 +60,6 @@ SMALL: dict[str, tuple[str, int, dict[str, Any]]] = {
     "conv": ("conv_pooling_family", 0, conv_overrides()),
     "char_rnn": ("char_rnn_language_model_family", 0, char_rnn_overrides()),
 }
-
-
-def small_config(name: str, seed: int | None = None) -> dict[str, Any]:
-    family, default_seed, overrides = SMALL[name]
-    return sample_task_config(family, default_seed if seed is None else seed, overrides)
 
 
 def small_task(name: str, seed: int | None = None) -> Task:

@@ -68,7 +68,6 @@ SLOW: tuple[str, ...] = (
     "test_taskset_mlp_ae_vae.py::test_seeds_0_to_7_build_offline_and_train_20_steps",
     "test_hparam_list.py::test_wandb_offline_logging_reads_back",
     "test_task_interface.py::test_curves_refuses_a_bad_override_before_training",
-    "test_lab_families.py::test_vmap_over_stacked_params_matches_each_copy",
     "test_optim.py::test_samplers_in_range_and_deterministic",
 )
 

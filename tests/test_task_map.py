@@ -107,7 +107,7 @@ def test_cost_plot_measures_each_task_and_a_bad_seed_list_is_one_line(tmp_path):
     import pandas as pd
 
     out = run_tasklab(["pipeline=TASKS", "plot=cost", "pattern=quadratic_family_seed*", "seeds=[3,8]",
-                       f"output_dir={tmp_path / 'cost'}"], cwd=tmp_path)
+                       "probe_max_ms=10000", f"output_dir={tmp_path / 'cost'}"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     frame = pd.read_csv(tmp_path / "cost" / "task_costs.csv")
     assert sorted(frame["name"]) == ["quadratic_family_seed3", "quadratic_family_seed8"]
@@ -122,5 +122,12 @@ def test_cost_plot_measures_each_task_and_a_bad_seed_list_is_one_line(tmp_path):
     assert Image.open(tmp_path / "cost" / "task_costs.png").size[0] > 100
     spread = np.log10(frame["parameters"].max() / frame["parameters"].min())
     assert f"spread over 2 tasks: parameters {spread:.1f} decades" in out.stdout
+    # over the probe's limit: measured per step, not probed (NaN), and the figure still drawn
+    out = run_tasklab(["pipeline=TASKS", "plot=cost", "pattern=quadratic_family_seed*", "seeds=[3]",
+                       "probe_max_ms=0.0001", f"output_dir={tmp_path / 'dear'}"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    dear = pd.read_csv(tmp_path / "dear" / "task_costs.csv")
+    assert dear["seconds_per_config_step"].isna().all() and (dear["seconds_per_step"] > 0).all()
+    assert (tmp_path / "dear" / "task_costs.png").stat().st_size > 1000
     bad = run_tasklab(["pipeline=TASKS", "plot=cost", "seeds=three"], cwd=tmp_path)
     assert bad.returncode == 2 and "seeds" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

@@ -100,6 +100,9 @@ class TasksPipeline(Pipeline):
         from taskset_lab.pipelines.base import require_positive_int
 
         require_positive_int(self.cfg, "seeds_per_family", default=1)
+        probe = OmegaConf.select(self.cfg, "probe_max_ms", default=12)
+        if isinstance(probe, bool) or not isinstance(probe, (int, float)) or not probe > 0:
+            raise ConfigError("probe_max_ms", f"must be a positive number of milliseconds, got {probe!r}")
         seeds = OmegaConf.select(self.cfg, "seeds", default=None)
         if seeds is not None and (isinstance(seeds, (str, int)) or not all(
                 isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in seeds)):
@@ -194,6 +197,7 @@ class TasksPipeline(Pipeline):
         out_dir.mkdir(parents=True, exist_ok=True)
         csv = out_dir / "task_costs.csv"
         builders = self._catalogue_builders(released_only=True)
+        max_probe = float(OmegaConf.select(self.cfg, "probe_max_ms", default=PROBE_MAX_SECONDS_PER_STEP * 1e3)) / 1e3
         rows: list[dict[str, Any]] = []
         for i, (name, family, build) in enumerate(builders):
             try:
@@ -204,7 +208,7 @@ class TasksPipeline(Pipeline):
                 row.update(name=name, built_as=task.name, family=family, seconds_per_step=single,
                            probe_configs=probe_configs(single),
                            seconds_per_config_step=population_seconds_per_config_step(task, probe_configs(single))
-                           if single <= PROBE_MAX_SECONDS_PER_STEP else float("nan"))
+                           if single <= max_probe else float("nan"))
             except (TasklabError, RuntimeError, ValueError) as exc:
                 log.warning("%s: not measured (%s)", name, exc)
                 continue
@@ -225,7 +229,6 @@ class TasksPipeline(Pipeline):
 
     def plot_costs(self, frame: Any) -> Path:
         """Parameters and measured time per config-step per family, on log axes."""
-        from taskset_lab.curves.budget import PROBE_MAX_SECONDS_PER_STEP
         from taskset_lab.viz.plots import pyplot, save_figure
 
         order = frame.groupby("family")["seconds_per_config_step"].median().sort_values().index.tolist()
@@ -233,15 +236,17 @@ class TasksPipeline(Pipeline):
         fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(order) + 1.4), sharey=True)
         for i, family in enumerate(order):
             part = frame[frame["family"] == family]
+            probed = part[np.isfinite(part["seconds_per_config_step"])]
             axes[0].scatter(part["parameters"], [i] * len(part), s=12, alpha=0.7)
-            axes[1].scatter(part["seconds_per_config_step"] * 1e6, [i] * len(part), s=12, alpha=0.7)
+            axes[1].scatter(probed["seconds_per_config_step"] * 1e6, [i] * len(probed), s=12, alpha=0.7)
         axes[0].set_yticks(range(len(order)), order, fontsize=7)
         for ax, label in zip(axes, ("parameters", "us per config-step (nadamw population)")):
-            ax.set_xscale("log")
+            if ax.collections and any(len(c.get_offsets()) for c in ax.collections):
+                ax.set_xscale("log")
             ax.set_xlabel(label)
             ax.grid(alpha=0.3)
         fig.suptitle(f"{len(frame)} TaskSet tasks measured here ({torch.get_num_threads()} threads; "
-                     f"no population probe over {PROBE_MAX_SECONDS_PER_STEP * 1e3:.0f} ms per step)")
+                     "tasks over probe_max_ms per step not probed)")
         return save_figure(fig, self._output_dir() / "task_costs.png", dpi=130)
 
     def plot_catalogue(self, rows: list[dict[str, Any]]) -> Path:

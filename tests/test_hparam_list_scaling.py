@@ -166,11 +166,13 @@ def test_budget_selection_keeps_every_required_family_and_the_budget():
     rows += [{"name": "dear", "family": "b_family", "seconds_per_config_step": 1e-2},
              {"name": "dearer", "family": "b_family", "seconds_per_config_step": 2e-2},
              {"name": "fixed", "family": "TwoD", "seconds_per_config_step": 5e-6},
-             {"name": "unmeasured", "family": "c_family", "seconds_per_config_step": float("nan")}]
+             {"name": "unmeasured", "family": "c_family", "seconds_per_config_step": float("nan")},
+             {"name": "nan_at_init", "family": "b_family", "seconds_per_config_step": 1e-6,
+              "initial_loss": float("nan")}]
     chosen = select_within_budget(rows, budget_seconds=3700, configs=1000, steps=300, max_per_family=20,
                                   required=["a_family", "b_family"])
     names = [r["name"] for r in chosen]
-    assert "dear" in names and "dearer" not in names and "unmeasured" not in names
+    assert "dear" in names and "dearer" not in names and "unmeasured" not in names and "nan_at_init" not in names
     assert names[:2] == ["cheap0", "dear"]  # required families first, each its cheapest
     assert sum(r["family"] == "a_family" for r in chosen) == 20 and "fixed" in names
     assert sum(r["collection_seconds"] for r in chosen) <= 3700 + 1e-2 * 1000 * 300 * 1.2

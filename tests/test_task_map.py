@@ -113,6 +113,7 @@ def test_cost_plot_measures_each_task_and_a_bad_seed_list_is_one_line(tmp_path):
     assert sorted(frame["name"]) == ["quadratic_family_seed3", "quadratic_family_seed8"]
     assert (frame["family"] == "quadratic_family").all() and (frame["parameters"] > 0).all()
     assert np.isfinite(frame["seconds_per_step"]).all() and (frame["seconds_per_step"] > 0).all()
+    assert np.isfinite(frame["initial_loss"]).all()
     assert (frame["seconds_per_config_step"] < frame["seconds_per_step"]).all()
     from taskset_lab.curves.budget import probe_configs
 

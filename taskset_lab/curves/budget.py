@@ -73,10 +73,12 @@ def select_within_budget(rows: Iterable[Mapping[str, Any]], budget_seconds: floa
     First the ``min_per_family`` cheapest tasks of every ``required`` family (default: every
     family in ``rows``; so each is there even when its cheapest task is dear), then the cheapest
     of the rest while the budget lasts (at most ``max_per_family`` per family). Rows without a
-    finite cost are skipped. Returns the chosen rows with their estimated
+    finite cost are skipped, and so are tasks whose loss at initialization is not finite
+    (``initial_loss``: every config would get the cap there, so they rank nothing). Returns the chosen rows with their estimated
     ``collection_seconds``, in selection order.
     """
-    usable = [dict(r) for r in rows if math.isfinite(float(r.get("seconds_per_config_step", math.nan)))]
+    usable = [dict(r) for r in rows if math.isfinite(float(r.get("seconds_per_config_step", math.nan)))
+              and math.isfinite(float(r.get("initial_loss", 0.0)))]
     for r in usable:
         r["collection_seconds"] = collection_seconds(r, configs, steps, overhead)
     usable.sort(key=lambda r: (r["collection_seconds"], r["name"]))

@@ -204,8 +204,11 @@ class TasksPipeline(Pipeline):
                 task = build()
                 module = task.init_module(0)
                 row = task_row(task)
+                with torch.no_grad():  # a loss that is not finite at initialization ranks no optimizer
+                    initial = float(task.train_loss(module, task.data.batch("train", 0), 0))
                 single = time_per_step(task, module, steps=3)
-                row.update(name=name, built_as=task.name, family=family, seconds_per_step=single,
+                row.update(name=name, built_as=task.name, family=family, initial_loss=initial,
+                           seconds_per_step=single,
                            probe_configs=probe_configs(single),
                            seconds_per_config_step=population_seconds_per_config_step(task, probe_configs(single))
                            if single <= max_probe else float("nan"))

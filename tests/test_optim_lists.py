@@ -157,3 +157,40 @@ def test_evaluation_has_an_opt_list_row_and_speedup():
     assert "\nopt_list " in table and "opt_list trials to match list" in table
     with pytest.raises(ValueError, match="lacks tasks"):
         evaluate_hparam_list(norm, length=3, folds=2, references={"opt_list": ref[ref["task"] != tasks[0]]})
+
+
+def test_the_shipped_taskset_lab_v1_list_is_nadamw_grid_configs_with_its_manifest():
+    """taskset_lab_v1 (learned by `tasklab pipeline=HPARAM_LIST index=taskset_cpu`) loads by name
+    offline, every entry is a config of TaskSet's nadamw_grid (its hparams are the sampler's at
+    its config id), it states the collection it was learned from, and entry k is an optimizer."""
+    import math
+
+    import torch
+
+    from taskset_lab.optim import hparam_list_optimizer
+    from taskset_lab.optim.hparam_list import builtin_list_names, load_hparam_list
+    from taskset_lab.optim.registry import get_optimizer_family
+
+    assert "taskset_lab_v1" in builtin_list_names()
+    data = load_hparam_list("taskset_lab_v1")
+    nadamw = get_optimizer_family("nadamw")
+    assert data["optimizer"] == "nadamw" and len(data["entries"]) == 100
+    assert len({e["config_id"] for e in data["entries"]}) == 100
+    for rank, entry in enumerate(data["entries"]):
+        assert entry["rank"] == rank and 0 <= entry["config_id"] < 1000
+        expected = dict(nadamw.sample(entry["config_id"]))
+        assert set(entry["hparams"]) == set(expected)
+        for key, value in expected.items():
+            assert math.isclose(entry["hparams"][key], value, rel_tol=1e-12, abs_tol=0.0), (rank, key)
+    collection = data["collection"]
+    assert collection["optimizer"] == "nadamw" and collection["num_configs"] == 1000
+    assert collection["total_steps"] >= 300 and collection["config_seed_offset"] == 0
+    assert len(data["tasks"]) >= 100 and "index=taskset_cpu" in data["command"]
+    assert data["results"]["cv"]["list"]["1"] < data["results"]["cv"]["random"]["1"]
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = hparam_list_optimizer([p], "taskset_lab_v1", index=0, total_steps=10)
+    for _ in range(2):
+        opt.zero_grad()
+        p.sum().backward()
+        opt.step()
+    assert not torch.equal(p.detach(), torch.ones(3))

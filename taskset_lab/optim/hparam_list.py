@@ -13,6 +13,11 @@ Built-in lists ship with the package and are named instead of a path:
   of ``nadamw_grid_seed<N>`` are our nadamw sampler at seed N, which reproduces opt_list's
   ``nadamw_configs.json``. Entry k's ``config_id`` is N (the nadamw config id of a search
   space with ``seed_offset: 0``).
+* ``taskset_lab_v1``: the list this project learned from TaskSet's 1000 ``nadamw_grid``
+  configs on 100 TaskSet tasks x 300 steps on 2 CPU cores (``tasklab pipeline=HPARAM_LIST
+  index=taskset_cpu``; README, "The headline"), shipped as HPARAM_LIST wrote it
+  (``taskset_lab_v1.json``: entries, the collection's settings, tasks, command and held-out
+  results). Entry k's ``config_id`` is its ``nadamw_grid`` seed.
 * ``adam_lr_grid``: TaskSet's adam1p (TF Adam, only the learning rate free) at the learning
   rates of learned_optimization's ``AdamLR_*`` baselines (``baselines/hparam_sets.py``:
   1e-7, 3e-7, 1e-6, …, 0.3, 1), smallest first: the grid the EVALUATE pipeline tunes Adam on.
@@ -37,7 +42,7 @@ from taskset_lab.optim.released import parse_released_name
 
 #: built-in list name -> the data file holding its order of released config names, or the
 #: name of a grid generated here (:data:`GRIDS`)
-BUILTIN_LISTS = {"opt_list": "nadamw_opt_list.txt", "adam_lr_grid": "grid"}
+BUILTIN_LISTS = {"opt_list": "nadamw_opt_list.txt", "adam_lr_grid": "grid", "taskset_lab_v1": "taskset_lab_v1.json"}
 
 #: learned_optimization's baseline learning rates (``AdamLR_10000_R5`` and its siblings)
 LOPT_BASELINE_LRS: tuple[float, ...] = (1e-7, 3e-7, 1e-6, 3e-6, 1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2,

@@ -2,8 +2,8 @@
 
     tasklab pipeline=TASKS plot=cost seeds_per_family=40 output_dir=outputs/task_costs
     python scripts/select_cpu_tasks.py outputs/task_costs/task_costs.csv \
-        --budget-minutes 75 --configs 1100 --steps 300 \
-        --out example_configs/task_set/taskset_cpu.yaml
+        --budget-minutes 90 --configs 1000 --steps 300 --max-per-family 40 \
+        --out example_configs/task_set/taskset_cpu.yaml      # how taskset_cpu was chosen
 
 Every TaskSet family gets its cheapest task(s) (``--min-per-family``), then the cheapest of
 the rest join while the estimated collection time (``taskset_lab.curves.budget``) fits the

@@ -150,7 +150,7 @@ def test_opt_list_entries_are_read_from_a_collection_that_holds_them():
     from taskset_lab.optim.hparam_list import load_hparam_list
 
     entries = load_hparam_list("opt_list")["entries"][:10]
-    assert ids == [e["config_id"] for e in entries]  # nadamw_grid_seed<N> is collection config N
+    assert list(ids) == [e["config_id"] for e in entries]  # nadamw_grid_seed<N> is collection config N
     assert collection_ids("opt_list", 20, "nadamw", 0, 32) is None  # not all among the first 32
     assert collection_ids("opt_list", 10, "adam8p", 0, 1000) is None  # another family
     curves, runs = synthetic_store(tasks=2, configs=9)

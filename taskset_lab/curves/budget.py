@@ -82,24 +82,24 @@ def select_within_budget(rows: Iterable[Mapping[str, Any]], budget_seconds: floa
     for r in usable:
         r["collection_seconds"] = collection_seconds(r, configs, steps, overhead)
     usable.sort(key=lambda r: (r["collection_seconds"], r["name"]))
-    chosen: list[dict[str, Any]] = []
-    count: dict[str, int] = {}
-    spent = 0.0
     must = set(r["family"] for r in usable) if required is None else set(required)
-    for r in usable:
+    count: dict[str, int] = {}
+    first: list[int] = []  # positions in ``usable`` of each required family's cheapest tasks
+    for i, r in enumerate(usable):
         if r["family"] in must and count.get(r["family"], 0) < min_per_family:
-            chosen.append(r)
+            first.append(i)
             count[r["family"]] = count.get(r["family"], 0) + 1
-            spent += r["collection_seconds"]
-    for r in usable:
-        if r in chosen or (max_per_family is not None and count.get(r["family"], 0) >= max_per_family):
+    taken = set(first)
+    spent = sum(usable[i]["collection_seconds"] for i in first)
+    rest: list[int] = []
+    for i, r in enumerate(usable):
+        full = max_per_family is not None and count.get(r["family"], 0) >= max_per_family
+        if i in taken or full or spent + r["collection_seconds"] > budget_seconds:
             continue
-        if spent + r["collection_seconds"] > budget_seconds:
-            continue
-        chosen.append(r)
+        rest.append(i)
         count[r["family"]] = count.get(r["family"], 0) + 1
         spent += r["collection_seconds"]
-    return chosen
+    return [usable[i] for i in first + rest]
 
 
 def budget_summary(chosen: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

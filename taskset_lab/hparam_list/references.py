@@ -19,8 +19,9 @@ speedup table gives how many of its entries are needed to match the learned list
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -38,7 +39,8 @@ def reference_store(store: str | Path, name: str) -> Path:
     return Path(store) / LISTS_DIR / resolve_search_space(name).name
 
 
-def collection_ids(name: str, size: int, optimizer: str, seed_offset: int, num_configs: int) -> list[int] | None:
+@lru_cache(maxsize=32)  # asked by the collection and again by the normalization of one run
+def collection_ids(name: str, size: int, optimizer: str, seed_offset: int, num_configs: int) -> tuple[int, ...] | None:
     """The collection's config ids of the first ``size`` entries of list ``name``, in list order,
     when every one of them is a config the collection holds (same optimizer family, equal
     hparams): opt_list's entries are ``nadamw_grid`` configs, so a collection of TaskSet's 1000
@@ -53,10 +55,10 @@ def collection_ids(name: str, size: int, optimizer: str, seed_offset: int, num_c
     collection = resolve_search_space(optimizer, int(seed_offset))
     key = {json.dumps(dict(collection.hparams(j)), sort_keys=True): j for j in range(int(num_configs))}
     ids = [key.get(json.dumps(dict(space.hparams(i)), sort_keys=True)) for i in range(int(size))]
-    return None if any(i is None for i in ids) else [int(i) for i in ids]
+    return None if any(i is None for i in ids) else tuple(int(i) for i in ids)
 
 
-def from_collection(curves: pd.DataFrame, runs: pd.DataFrame, ids: list[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def from_collection(curves: pd.DataFrame, runs: pd.DataFrame, ids: Sequence[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A reference list's curves and runs taken from the collection: the rows of config
     ``ids[k]`` relabelled as entry ``k``."""
     rank = {cid: k for k, cid in enumerate(ids)}

@@ -17,11 +17,11 @@ and the random-search trials needed to match the list (``speedup_table``).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
-from taskset_lab.hparam_list.evaluate import evaluate_matrices, speedup_table
+from taskset_lab.hparam_list.evaluate import evaluate_matrices
 from taskset_lab.hparam_list.normalize import REPORT, SELECT, loss_matrix, normalized_losses
 
 SCALING_COLUMNS = ["horizon", "configs", "tasks", "k", "list", "random", "random_trials", "random_trials_label",
@@ -71,13 +71,11 @@ def scaling_table(curves: pd.DataFrame, runs: pd.DataFrame, optimizer: str,
                 continue
             ev = evaluate_matrices(sel, rep, None, length=max(use_ks), folds=folds, seed=seed,
                                    leave_one_family_out=False, speedup_ks=use_ks)
-            part = ev.summary[ev.summary["scheme"] == "cv"]
-            lc = part[part["method"] == "list"].sort_values("k")["mean"].to_numpy()
-            rc = part[part["method"] == "random"].sort_values("k")["mean"].to_numpy()
-            sp = speedup_table(lc, rc, use_ks).set_index("k")
+            part = ev.summary[ev.summary["scheme"] == "cv"].set_index(["method", "k"])["mean"]
+            sp = ev.speedup[ev.speedup["scheme"] == "cv"].set_index("k")  # from the same cv means
             for k in use_ks:
                 rows.append({"horizon": h, "configs": n, "tasks": int(sel.shape[0]), "k": k,
-                             "list": float(lc[k - 1]), "random": float(rc[k - 1]),
+                             "list": float(part[("list", k)]), "random": float(part[("random", k)]),
                              "random_trials": float(sp.loc[k, "random_trials"]),
                              "random_trials_label": str(sp.loc[k, "random_trials_label"]),
                              "speedup": float(sp.loc[k, "speedup"])})
@@ -107,8 +105,10 @@ def scaling_settings(value: object) -> tuple[list[int], list[int | None]]:
     """``hparam_list.scaling`` as ``(configs, horizons)``; raises ValueError on a bad value."""
     if value is None:
         return [], []
-    configs = list(getattr(value, "get", lambda *_: None)("configs") or [])
-    horizons = list(getattr(value, "get", lambda *_: None)("horizons") or [None])
+    if not isinstance(value, Mapping):
+        raise ValueError(f"scaling must be a mapping with configs and horizons, got {value!r}")
+    configs = list(value.get("configs") or [])
+    horizons = list(value.get("horizons") or [None])
     for n in configs:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"scaling.configs must be positive integers, got {n!r}")

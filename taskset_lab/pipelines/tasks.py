@@ -100,7 +100,9 @@ class TasksPipeline(Pipeline):
         from taskset_lab.pipelines.base import require_positive_int
 
         require_positive_int(self.cfg, "seeds_per_family", default=1)
-        probe = OmegaConf.select(self.cfg, "probe_max_ms", default=12)
+        from taskset_lab.curves.budget import PROBE_MAX_SECONDS_PER_STEP
+
+        probe = OmegaConf.select(self.cfg, "probe_max_ms", default=PROBE_MAX_SECONDS_PER_STEP * 1e3)
         if isinstance(probe, bool) or not isinstance(probe, (int, float)) or not probe > 0:
             raise ConfigError("probe_max_ms", f"must be a positive number of milliseconds, got {probe!r}")
         seeds = OmegaConf.select(self.cfg, "seeds", default=None)
@@ -207,10 +209,10 @@ class TasksPipeline(Pipeline):
                 with torch.no_grad():  # a loss that is not finite at initialization ranks no optimizer
                     initial = float(task.train_loss(module, task.data.batch("train", 0), 0))
                 single = time_per_step(task, module, steps=3)
+                k = probe_configs(single)
                 row.update(name=name, built_as=task.name, family=family, initial_loss=initial,
-                           seconds_per_step=single,
-                           probe_configs=probe_configs(single),
-                           seconds_per_config_step=population_seconds_per_config_step(task, probe_configs(single))
+                           seconds_per_step=single, probe_configs=k,
+                           seconds_per_config_step=population_seconds_per_config_step(task, k)
                            if single <= max_probe else float("nan"))
             except (TasklabError, RuntimeError, ValueError) as exc:
                 log.warning("%s: not measured (%s)", name, exc)
@@ -219,7 +221,6 @@ class TasksPipeline(Pipeline):
             print(f"[{i + 1}/{len(builders)}] {name:<52} {row['parameters']:>11,} params  "
                   f"{row['seconds_per_step'] * 1e3:8.2f} ms/step  "
                   f"{row['seconds_per_config_step'] * 1e6:9.1f} us/config-step", flush=True)
-
             if len(rows) % 10 == 0:
                 write_csv_atomic(csv, pd.DataFrame(rows))
         frame = pd.DataFrame(rows)

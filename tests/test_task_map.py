@@ -130,5 +130,7 @@ def test_cost_plot_measures_each_task_and_a_bad_seed_list_is_one_line(tmp_path):
     dear = pd.read_csv(tmp_path / "dear" / "task_costs.csv")
     assert dear["seconds_per_config_step"].isna().all() and (dear["seconds_per_step"] > 0).all()
     assert (tmp_path / "dear" / "task_costs.png").stat().st_size > 1000
-    bad = run_tasklab(["pipeline=TASKS", "plot=cost", "seeds=three"], cwd=tmp_path)
-    assert bad.returncode == 2 and "seeds" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+    for args, says in ((["seeds=three"], "seeds"), (["probe_max_ms=-1"], "probe_max_ms")):
+        bad = run_tasklab(["pipeline=TASKS", "plot=cost", *args], cwd=tmp_path)
+        assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -268,3 +268,11 @@ def config_differences(got, want, where: str = "") -> list[str]:
         ok = math.isclose(got, want, rel_tol=1e-12, abs_tol=0.0 if want else 1e-300)
         return [] if ok else [f"{where}: {got!r} != {want!r}"]
     return [] if got == want else [f"{where}: {got!r} != {want!r}"]
+
+
+def random_state(fam, p, g):
+    """An optimizer state of ``fam``'s shapes for ``p`` (``init_state``'s), filled with
+    uniform numbers (float64)."""
+    import torch
+
+    return {k: torch.rand(v.shape, generator=g, dtype=torch.float64) for k, v in fam.init_state(p).items()}

@@ -210,3 +210,59 @@ def test_inductor_is_not_tried_when_the_vector_kernels_are_hidden(monkeypatch):
     monkeypatch.delenv("TASKLAB_COMPILE_BACKEND", raising=False)
     assert compile_available(torch.device("cpu"), "inductor") is False
     assert should_compile("true", torch.device("cpu"), 1e9) is False
+
+
+def _truncations(compile: bool, replica: int = 0):
+    """Two PES truncations of small_fc_lopt on a small lab_mlp (float64)."""
+    from taskset_lab.meta.unroll import InnerRun
+    from taskset_lab.optim.learned import SMALL_FC_LOPT
+
+    task = small_task("mlp")
+    theta = SMALL_FC_LOPT.designed_theta()
+    eps = torch.randn(3, SMALL_FC_LOPT.num_weights, generator=torch.Generator().manual_seed(0), dtype=F64) * 0.1
+    run = InnerRun(SMALL_FC_LOPT, task, unroll_length=8, num_pairs=3, lr=0.05, dtype=F64, replica=replica,
+                   compile=compile)
+    return run, [run.truncation(theta, eps, 4) for _ in range(2)]
+
+
+@pytest.mark.parametrize("replica", [0, 1])
+def test_compiled_inner_run_equals_eager(monkeypatch, replica):
+    """InnerRun(compile=True) (the batched gradient and the learned update through
+    torch.compile) gives the eager run's meta-losses and parameters; the compiled gradient is
+    cached per task, so a second replica reuses the first one's."""
+    monkeypatch.setenv("TASKLAB_COMPILE_BACKEND", "aot_eager")
+    from taskset_lab.engine import compiled as compiled_module
+
+    eager_run, eager = _truncations(False, replica)
+    comp_run, comp = _truncations(True, replica)
+    assert comp_run._grad.compiled and comp_run._update.compiled, "fell back to eager"
+    for a, b in zip(eager, comp):
+        torch.testing.assert_close(b.loss_pos, a.loss_pos, rtol=1e-10, atol=1e-12, equal_nan=True)
+        torch.testing.assert_close(b.loss_neg, a.loss_neg, rtol=1e-10, atol=1e-12, equal_nan=True)
+        assert torch.equal(b.valid, a.valid)
+    for name, p in eager_run.state.params.items():
+        torch.testing.assert_close(comp_run.state.params[name], p, rtol=1e-10, atol=1e-12)
+    grads = [v for k, v in compiled_module._GRADS.items() if v[0] is comp_run.task]
+    assert len(grads) == 1, "one compiled gradient per task, whatever the replica"
+
+
+def test_compiled_inner_run_falls_back_to_eager(monkeypatch, caplog):
+    """A compiler that fails: one warning each for the gradient and the update, then the eager
+    functions, with the eager results."""
+    def broken(gm, example_inputs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setenv("TASKLAB_COMPILE_BACKEND", "aot_eager")
+    from taskset_lab.engine import compiled as compiled_module
+
+    monkeypatch.setattr(compiled_module, "default_backend", lambda: broken)
+    monkeypatch.setattr(compiled_module, "_UPDATES", {})
+    monkeypatch.setattr(compiled_module, "_GRADS", {})
+    _, eager = _truncations(False)
+    with caplog.at_level("WARNING"):
+        run, comp = _truncations(True)
+    assert not run._update.compiled and not run._grad.compiled
+    messages = [r.getMessage() for r in caplog.records if "torch.compile" in r.getMessage()]
+    assert len(messages) == 2 and all("using the eager" in m for m in messages), messages
+    for a, b in zip(eager, comp):
+        torch.testing.assert_close(b.loss_pos, a.loss_pos, rtol=0, atol=0, equal_nan=True)

@@ -8,6 +8,8 @@ import copy
 import pytest
 import torch
 
+from conftest import random_state
+
 from taskset_lab.engine import train_population, train_single
 from taskset_lab.errors import ConfigError, DataError
 from taskset_lab.optim import LearnedOptimizer, get_optimizer_family, learned_optimizer_names
@@ -48,7 +50,7 @@ def test_update_is_pure_with_vector_weights(arch):
     fam = ARCHITECTURES[arch]
     g = torch.Generator().manual_seed(0)
     p, grad = torch.randn(4, 3, generator=g, dtype=F64), torch.randn(4, 3, generator=g, dtype=F64)
-    state = {k: torch.rand(4, 3, generator=g, dtype=F64) for k in fam.state_names}
+    state = random_state(fam, p, g)
     hp = {"lr": torch.tensor(1e-3, dtype=F64), "theta": fam.init_theta(1)}
     before = (p.clone(), grad.clone(), {k: v.clone() for k, v in state.items()})
     new_p, new_state = fam.update(p, grad, state, torch.tensor(3.0), hp, 20)
@@ -56,8 +58,8 @@ def test_update_is_pure_with_vector_weights(arch):
     assert all(torch.equal(state[k], before[2][k]) for k in state)
     assert not torch.equal(new_p, p) and set(new_state) == set(fam.state_names)
     # scalar and vector parameters take the same path
-    new_b, _ = fam.update(p[0], grad[0], {k: v[0] for k, v in state.items()}, torch.tensor(3.0), hp, 20)
-    new_s, _ = fam.update(p[0, 0], grad[0, 0], {k: v[0, 0] for k, v in state.items()}, torch.tensor(3.0), hp, 20)
+    new_b, _ = fam.update(p[0], grad[0], random_state(fam, p[0], g), torch.tensor(3.0), hp, 20)
+    new_s, _ = fam.update(p[0, 0], grad[0, 0], random_state(fam, p[0, 0], g), torch.tensor(3.0), hp, 20)
     assert new_b.shape == (3,) and new_s.shape == () and torch.isfinite(new_s)
 
 
@@ -171,3 +173,32 @@ def test_shipped_optimizers_load_offline_and_train():
         with torch.no_grad():
             after = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
         assert after < 0.8 * before, name
+
+
+def test_a_group_updated_in_several_calls_equals_one_call(monkeypatch):
+    """The torch.optim front end updates a param group's tensors in calls of at most
+    TOGETHER_MAX_ELEMENTS elements (bounding the update's temporaries on large models); each
+    tensor's update is its own, so the split changes nothing (float64)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 6, dtype=F64), torch.randn(32, 2, dtype=F64)
+    make = lambda: torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()  # noqa: E731
+    a = make()
+    b = copy.deepcopy(a)
+    ck = _ckpt("small_fc_lopt", 4)
+    calls = []
+    fam = ARCHITECTURES["small_fc_lopt"]
+    original = type(fam).update_tensors
+
+    def counting(self, ps, *args, **kwargs):
+        calls.append(len(ps))
+        return original(self, ps, *args, **kwargs)
+
+    monkeypatch.setattr(type(fam), "update_tensors", counting)
+    _train(a, LearnedOptimizer(a.parameters(), checkpoint=ck), 3, x, y)
+    assert calls == [4, 4, 4]
+    calls.clear()
+    monkeypatch.setattr(LearnedOptimizer, "TOGETHER_MAX_ELEMENTS", 30)  # 6x5 weight alone, the rest together
+    _train(b, LearnedOptimizer(b.parameters(), checkpoint=ck), 3, x, y)
+    assert calls == [1, 3] * 3
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-12, atol=1e-14)

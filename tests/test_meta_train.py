@@ -102,10 +102,11 @@ def test_kill_9_then_the_same_command_continues_the_same_trajectory(tmp_path):
 
 def test_bad_settings_and_a_corrupt_checkpoint_give_one_line_and_exit_2(tmp_path):
     bad = run_tasklab(ARGS + [f"output_dir={tmp_path / 'bad'}", "lopt.estimator=reinforce", "lopt.sigma=-1",
-                              "lopt.architecture=lstm"], tmp_path)
+                              "lopt.architecture=lstm", "lopt.compile=sometimes"], tmp_path)
     assert bad.returncode == 2
     line = bad.stderr.strip().splitlines()[-1]
     assert "lopt.estimator" in line and "lopt.sigma" in line and "lopt.architecture" in line
+    assert "lopt.compile" in line
     out = tmp_path / "corrupt"
     out.mkdir()
     (out / "meta_checkpoint.pt").write_bytes(b"not a checkpoint")

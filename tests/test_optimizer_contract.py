@@ -20,7 +20,7 @@ from taskset_lab.optim.base import OptimizerFamily
 from taskset_lab.optim.registry import OPTIMIZER_FAMILIES
 from taskset_lab.tasks import sample_task
 
-from conftest import run_population
+from conftest import random_state, run_population
 
 F64 = torch.float64
 MLP = {"hidden": [8], "batch_size": 16}
@@ -54,7 +54,7 @@ def test_update_is_pure(name):
     fam = get_optimizer_family(name)
     g = torch.Generator().manual_seed(0)
     p, grad = torch.randn(4, 3, generator=g, dtype=F64), torch.randn(4, 3, generator=g, dtype=F64)
-    state = {k: torch.rand(4, 3, generator=g, dtype=F64) for k in fam.state_names}
+    state = random_state(fam, p, g)
     hp = {k: torch.as_tensor(v, dtype=F64) for k, v in fam.validate(configs_of(name)[0]).items()}
     before = (p.clone(), grad.clone(), {k: v.clone() for k, v in state.items()})
     new_p, new_state = fam.update(p, grad, state, torch.tensor(3.0), hp, 20)
@@ -180,8 +180,8 @@ def test_pure_update_vmaps_to_the_batched_step(name):
     batched = BatchedOptimizer.from_configs(fam, configs, total_steps=total, dtype=F64)
     state = batched.init(params)
     for n, p in params.items():  # a state that is not all zeros, at update number 3
-        for key in fam.state_names:
-            state[n][key] = torch.rand(p.shape, generator=g, dtype=F64)
+        state[n].update({key: torch.rand(v.shape, generator=g, dtype=F64) for key, v in state[n].items()
+                         if key != "step"})
         state[n]["step"] = torch.tensor(2.0)
     want_params, want_state = batched.step(params, grads, state)
     step = torch.tensor(3.0)

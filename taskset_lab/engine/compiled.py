@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import time
+import types
 from typing import TYPE_CHECKING, Callable, Mapping
 
 import torch
@@ -25,6 +26,7 @@ from torch import Tensor
 from taskset_lab.engine.state import PopulationState
 from taskset_lab.engine.step import GradAndLoss, OptState, Params, population_step
 from taskset_lab.optim.base import BatchedOptimizer, OptimizerFamily
+from taskset_lab.tasks.base import Task
 
 if TYPE_CHECKING:
     from taskset_lab.engine.population import Population
@@ -86,7 +88,6 @@ def _fresh_step_core(tag: int) -> Callable:
     """A copy of :func:`_step_core` with its own code object: dynamo keeps its compiled
     graphs (and its recompile limit of 8) per code object, so each cached population shape
     gets its own instead of evicting the others'."""
-    import types
 
     code = _step_core.__code__.replace(co_name=f"_step_core_{tag}")
     return types.FunctionType(code, _step_core.__globals__, code.co_name, _step_core.__defaults__)
@@ -155,3 +156,98 @@ class CompiledStep:
             log.info("compiled the population step (K=%d) in %.1f s", pop.k, self.compile_seconds)
         task_state, diverged, dstep = out
         return PopulationState(s + 1, state.params, state.opt_state, task_state, diverged, dstep, state.bound)
+
+
+def _batched_grad(task: Task, module: torch.nn.Module, constants: dict[str, Tensor], params: Params,
+                  task_state: dict[str, Tensor], batch: tuple, noise: dict[str, Tensor]):
+    """A population's ``grad_and_loss`` (``vmap(grad_and_value(loss))`` over the configs) as a
+    free function of the task, its module and its constant buffers: compiled once, it serves
+    every population of the task (other replicas, other perturbations) without recompiling."""
+    def loss(p: Params, state: dict[str, Tensor], b: tuple, n: dict[str, Tensor]):
+        return task.functional_loss(module, p, state, constants, b, n, True)
+    return torch.func.vmap(torch.func.grad_and_value(loss, has_aux=True), in_dims=(0, 0, None, 0))(
+        params, task_state, batch, noise)
+
+
+_GRADS: dict[tuple, tuple[object, Callable]] = {}
+
+
+class CompiledGrad:
+    """``population.grad_and_loss`` through ``torch.compile``, called like it. The compiled
+    function is cached per ``task`` (the task the population was built from: its replicas and
+    perturbed populations share it; a fresh code object per task, as for
+    :class:`CompiledStep`). Any failure while compiling or running falls back to the eager
+    gradient for good."""
+
+    def __init__(self, population: Population, task: Task, backend: str | Callable | None = None):
+        self.pop = population
+        self._eager = population.grad_and_loss
+        backend = default_backend() if backend is None else backend
+        self._fn: Callable | None = None
+        if compile_available(population.device, backend):
+            key = (id(task), population.k, population.dtype, str(population.device), str(backend))
+            hit = _GRADS.get(key)
+            if hit is None or hit[0] is not task:
+                code = _batched_grad.__code__.replace(co_name=f"_batched_grad_{next(_TAGS)}")
+                fresh = types.FunctionType(code, _batched_grad.__globals__, code.co_name)
+                hit = _GRADS[key] = (task, torch.compile(fresh, backend=backend, dynamic=False))
+                while len(_GRADS) > CACHE_SIZE:
+                    _GRADS.pop(next(iter(_GRADS)))
+            self._fn = hit[1]
+
+    @property
+    def compiled(self) -> bool:
+        return self._fn is not None
+
+    def __call__(self, params: Params, task_state: dict[str, Tensor], batch: tuple, noise: dict[str, Tensor]):
+        if self._fn is not None:
+            try:
+                return self._fn(self.pop.task, self.pop.module, self.pop.constants, params, task_state, batch, noise)
+            except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+                log.warning("torch.compile of the batched gradient failed (%s: %s); using the eager one",
+                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                self._fn = None
+        return self._eager(params, task_state, batch, noise)
+
+
+class CompiledUpdate:
+    """A multi-tensor family's update (:meth:`OptimizerFamily.update_tensors`) through
+    ``torch.compile``, called like it; set it as a :class:`BatchedOptimizer`'s
+    ``multi_tensor_update``. Only the update is compiled (the vmapped gradient stays eager):
+    it is where a learned optimizer's step spends its time, and it compiles in about 10 s per
+    set of shapes on a CPU (benchmarks/bench_meta.py). Any failure while compiling or running
+    falls back to the eager update for good (the update is pure: nothing is lost)."""
+
+    def __init__(self, family: OptimizerFamily, device: torch.device | str = "cpu",
+                 backend: str | Callable | None = None):
+        self.family = family
+        self.backend = default_backend() if backend is None else backend
+        self.compiled = compile_available(torch.device(device), self.backend)
+        self._fn = torch.compile(self._update, backend=self.backend, dynamic=False) if self.compiled else None
+
+    def _update(self, *args, **kwargs):
+        new_ps, new_states = self.family.update_tensors(*args, **kwargs)
+        # fresh outputs: compiled graphs do not return views of their intermediates
+        return [p.clone() for p in new_ps], [{k: v.clone() for k, v in st.items()} for st in new_states]
+
+    def __call__(self, *args, **kwargs):
+        if self._fn is not None:
+            try:
+                return self._fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
+                log.warning("torch.compile of the %s update failed (%s: %s); using the eager update",
+                            self.family.name, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                self.compiled, self._fn = False, None
+        return self.family.update_tensors(*args, **kwargs)
+
+
+_UPDATES: dict[tuple, CompiledUpdate] = {}
+
+
+def compiled_update(family: OptimizerFamily, device: torch.device | str = "cpu") -> CompiledUpdate:
+    """The one :class:`CompiledUpdate` of ``family`` on ``device`` (dynamo then keeps one
+    compiled graph per set of tensor shapes)."""
+    key = (family.name, str(device))
+    if key not in _UPDATES:
+        _UPDATES[key] = CompiledUpdate(family, device)
+    return _UPDATES[key]

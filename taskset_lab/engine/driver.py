@@ -268,7 +268,7 @@ def train_population(task: Task, family: OptimizerFamily | str, configs: Sequenc
     k = len(configs)
     if max_chunk is None:
         budget = default_memory_budget(device) if memory_budget is None else int(memory_budget)
-        per_config = estimate_config_bytes(task, module, len(family.state_names), dtype)
+        per_config = estimate_config_bytes(task, module, family.state_elements, dtype)
         chunk = auto_chunk(k, per_config, budget)
     else:
         chunk = max(1, int(max_chunk))

@@ -85,6 +85,11 @@ class Population:
         self.grad_and_loss = vmap(grad_and_value(self._train_loss, has_aux=True), in_dims=(0, 0, None, 0))
         self._eval = vmap(self._eval_losses, in_dims=(0, 0, 0))
 
+    @property
+    def constants(self) -> dict[str, Tensor]:
+        """The module's buffers that are not task state (the same for every config)."""
+        return self._constants
+
     # -- the pure functions that vmap maps over configs ----------------------------------------
     def _train_loss(self, params: dict[str, Tensor], state: dict[str, Tensor], batch: Batch,
                     noise: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

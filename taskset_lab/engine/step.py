@@ -5,8 +5,11 @@ A step is: the gradient and minibatch loss of all K configs (``grad_and_loss``, 
 population's ``vmap(grad_and_value(loss))``), the divergence check of that loss against
 each config's bound, the optimizer update, and the freeze of every diverged config (its
 parameters, optimizer state and task state keep their old values). Only the optimizer
-update has two forms:
+update has three forms:
 
+* multi-tensor (a family with :meth:`~taskset_lab.optim.base.OptimizerFamily.update_tensors`,
+  the learned optimizers): every tensor of the K configs in one call, the freeze done inside
+  it (the diverged configs' rows keep their old values);
 * flat (``flat`` given): :meth:`BatchedOptimizer.step_flat_`, in place over the ``[K, P]``
   buffers the parameter dicts are views of, the freeze folded into the update (a zeroed
   gradient row and frozen coefficients);
@@ -74,7 +77,17 @@ def population_step(grad_and_loss: GradAndLoss, opt: BatchedOptimizer, params: P
         if flat is not None:
             opt.step_flat_(flat, grads, ~diverged)
             return StepOutput(params, opt_state, task_state, diverged, dstep)
-        new_params, new_opt = opt.step(params, grads, opt_state, coef=coef)
+        together = opt.family.has_multi_tensor_update  # it freezes the diverged configs itself
+        new_params, new_opt = opt.step(params, grads, opt_state, coef=coef, alive=~diverged if together else None)
+        if together and not in_place:
+            return StepOutput(new_params, new_opt, task_state, diverged, dstep)
+        if together:
+            for n, p in params.items():
+                p.copy_(new_params[n])
+            for n, st in new_opt.items():
+                for key, v in st.items():
+                    opt_state[n][key].copy_(v)
+            return StepOutput(params, opt_state, task_state, diverged, dstep)
         if in_place:
             for n, p in params.items():
                 p.copy_(where_k(diverged, p, new_params[n]))

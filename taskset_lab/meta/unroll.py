@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from taskset_lab.engine import Population
+from taskset_lab.engine.compiled import CompiledGrad, compiled_update
 from taskset_lab.engine.state import PopulationState
 from taskset_lab.optim.base import BatchedOptimizer
 from taskset_lab.optim.learned import LearnedOptimizerFamily
@@ -66,6 +67,10 @@ class InnerRun:
     dtype: torch.dtype = torch.float32
     eval_batches: int = 1
     divergence_factor: float = 3.0
+    #: run the batched gradient and the learned update through ``torch.compile``
+    #: (:class:`~taskset_lab.engine.compiled.CompiledGrad`, :func:`~taskset_lab.engine.compiled.compiled_update`;
+    #: shared by every run of the same task and family, so each compiles once)
+    compile: bool = False
     pop: Population = field(init=False)
     state: PopulationState = field(init=False)
     xi: Tensor = field(init=False)
@@ -82,7 +87,8 @@ class InnerRun:
                               config_ids=list(range(k)), replica=self.replica, eval_batches=self.eval_batches,
                               dtype=self.dtype, divergence_factor=self.divergence_factor)
         self._losses: Tensor | None = None
-        engine_grad = self.pop.grad_and_loss
+        self._grad = engine_grad = CompiledGrad(self.pop, self.task) if self.compile else self.pop.grad_and_loss
+        self._update = compiled_update(self.family) if self.compile else None
 
         def capture(*args):  # the engine's gradient, keeping each step's minibatch losses
             grads, (values, new_state) = engine_grad(*args)
@@ -111,6 +117,7 @@ class InnerRun:
         weights = torch.cat(rows).to(self.dtype)
         self.pop.opt = BatchedOptimizer(self.family, {"lr": torch.full((self.k,), self.lr, dtype=self.dtype),
                                                       "theta": weights}, self.unroll_length)
+        self.pop.opt.multi_tensor_update = self._update
 
     def _restart_from_center(self) -> None:
         """Antithetic ES: every member continues from the shared trajectory (member 2N)."""

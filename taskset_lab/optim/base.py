@@ -107,6 +107,28 @@ class OptimizerFamily(ABC):
         self.update_(new_p, g.clone(), new_state, c, ops=FUNCTIONAL)
         return new_p, new_state
 
+    def update_tensors(self, ps: list[Tensor], gs: list[Tensor], states: list[Mapping[str, Tensor]],
+                       steps: list[Tensor], hp: Mapping[str, Tensor], alive: Tensor | None = None
+                       ) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+        """The optional *multi-tensor* form: K configs' update of many tensors at once
+        (``ps``, ``gs`` and each state with a leading ``[K]`` axis, ``steps`` each tensor's
+        1-based update number, ``hp`` values with ``K`` rows; configs where ``alive``
+        (``[K]`` bool) is False keep their parameters and state). A family that has it is stepped
+        through it by both front ends (the population's tensors together, a param group's
+        tensors with K = 1), so the one update stays the one arithmetic."""
+        raise NotImplementedError
+
+    @property
+    def has_multi_tensor_update(self) -> bool:
+        """Whether the family has the multi-tensor form (:meth:`update_tensors`)."""
+        return type(self).update_tensors is not OptimizerFamily.update_tensors
+
+    @property
+    def state_elements(self) -> int:
+        """Tensors of a parameter's size the update keeps (state) or holds while it runs, for
+        memory estimates."""
+        return len(self.state_names)
+
     @property
     def has_in_place_update(self) -> bool:
         """Whether the family has the in-place form (``coefficients`` + ``update_``)."""
@@ -250,14 +272,29 @@ class FamilyOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            stepped = False
-            for p in group["params"]:
+            if self.family.has_multi_tensor_update:
+                stepped = self._step_group_together(group)
+            else:
+                stepped = self._step_group(group)
+            if stepped:  # the rate of the next update, for schedulers' readers
+                group["updates"] = group.get("updates", 0) + 1
+                if "base_lr" in group:
+                    group["lr"] = self._scheduled(group, group["updates"] + 1)
+        return loss
+
+    def _state_of(self, p: Tensor) -> dict[str, Any]:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=STEP_DTYPE, device=p.device)
+            state.update(self.family.init_state(p))
+        return state
+
+    def _step_group(self, group: dict[str, Any]) -> bool:
+        stepped = False
+        for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=STEP_DTYPE, device=p.device)
-                    state.update(self.family.init_state(p))
+                state = self._state_of(p)
                 state["step"] += 1
                 cdt = compute_dtype(p.dtype)
                 hp = self._hparams(group, cdt, p.device)
@@ -269,11 +306,36 @@ class FamilyOptimizer(torch.optim.Optimizer):
                 for k, v in new_state.items():
                     state[k] = v
                 stepped = True
-            if stepped:  # the rate of the next update, for schedulers' readers
-                group["updates"] = group.get("updates", 0) + 1
-                if "base_lr" in group:
-                    group["lr"] = self._scheduled(group, group["updates"] + 1)
-        return loss
+        return stepped
+
+    #: the most parameter elements one multi-tensor call updates (its temporaries are a few
+    #: dozen times that: the learned optimizers' features and hidden activations)
+    TOGETHER_MAX_ELEMENTS = 1 << 22
+
+    def _step_group_together(self, group: dict[str, Any]) -> bool:
+        """A multi-tensor family's step of a group: its tensors with a gradient, by device and
+        compute dtype, in :meth:`OptimizerFamily.update_tensors` calls (K = 1) of at most
+        :attr:`TOGETHER_MAX_ELEMENTS` elements each (a larger tensor alone)."""
+        buckets: dict[tuple, list[list[Tensor]]] = {}
+        for p in group["params"]:
+            if p.grad is not None:  # by device and dtype, in calls of at most TOGETHER_MAX_ELEMENTS
+                calls = buckets.setdefault((p.device, compute_dtype(p.dtype)), [[]])
+                if calls[-1] and sum(q.numel() for q in calls[-1]) + p.numel() > self.TOGETHER_MAX_ELEMENTS:
+                    calls.append([])
+                calls[-1].append(p)
+        for (device, cdt), params in ((key, c) for key, calls in buckets.items() for c in calls):
+            states = [self._state_of(p) for p in params]
+            for state in states:
+                state["step"] += 1
+            one = lambda x: x.to(cdt).unsqueeze(0)  # noqa: E731
+            hp = {k: v.unsqueeze(0) for k, v in self._hparams(group, cdt, device).items()}
+            new_ps, new_states = self.family.update_tensors(
+                [one(p) for p in params], [one(p.grad) for p in params],
+                [{k: one(st[k]) for k in self.family.state_names} for st in states], [st["step"] for st in states], hp)
+            for p, state, new_p, new_state in zip(params, states, new_ps, new_states):
+                p.copy_(new_p[0])
+                state.update({k: v[0] for k, v in new_state.items()})
+        return bool(buckets)
 
 
 class BatchedOptimizer:
@@ -300,6 +362,9 @@ class BatchedOptimizer:
             raise ValueError(f"{family.name}: an in-place family's batched hparams have shape [K]; got {shapes}")
         self.num_configs = next(iter(sizes))
         self.total_steps = int(total_steps)
+        #: a multi-tensor family's update to call instead of ``family.update_tensors`` (the same
+        #: function compiled, say: :class:`taskset_lab.engine.compiled.CompiledUpdate`)
+        self.multi_tensor_update: Callable[..., tuple[list[Tensor], list[dict[str, Tensor]]]] | None = None
 
     @classmethod
     def from_configs(cls, family: OptimizerFamily, configs: list[Mapping[str, Any]],
@@ -312,7 +377,9 @@ class BatchedOptimizer:
         return cls(family, hp, total_steps)
 
     def init(self, params: Mapping[str, Tensor]) -> dict[str, dict[str, Tensor]]:
-        state = {name: self.family.init_state(p) for name, p in params.items()}
+        # one config's state (its shape is the family's choice), repeated for the K configs
+        state = {name: {key: v.unsqueeze(0).repeat((p.shape[0],) + (1,) * v.dim())
+                        for key, v in self.family.init_state(p[0]).items()} for name, p in params.items()}
         for name, p in params.items():
             state[name]["step"] = torch.zeros((), dtype=STEP_DTYPE, device=p.device)
         return state
@@ -348,16 +415,27 @@ class BatchedOptimizer:
         return self.coefficients(next(iter(state.values()))["step"] + 1)
 
     def step(self, params: Mapping[str, Tensor], grads: Mapping[str, Tensor],
-             state: dict[str, dict[str, Tensor]], coef: Mapping[str, Tensor] | None = None
-             ) -> tuple[dict[str, Tensor], dict]:
+             state: dict[str, dict[str, Tensor]], coef: Mapping[str, Tensor] | None = None,
+             alive: Tensor | None = None) -> tuple[dict[str, Tensor], dict]:
         """The pure per-tensor step: fresh parameters and state. For an in-place family the
         coefficients are computed once for all tensors (or taken from ``coef``, ``[K, 1]``
         each: the compiled step passes them in, so the compiled loops over parameters see
-        per-config numbers instead of recomputing powers and schedules per element)."""
+        per-config numbers instead of recomputing powers and schedules per element). A
+        multi-tensor family is given ``alive`` (``[K]`` bool) and leaves the other configs'
+        parameters and state as they were (the caller's freeze, done inside the update)."""
         new_params: dict[str, Tensor] = {}
         new_state: dict[str, dict[str, Tensor]] = {}
         if self.family.has_in_place_update and coef is None:
             coef = self.next_coefficients(state)
+        if self.family.has_multi_tensor_update:  # every tensor in one call
+            names = list(params)
+            steps = [state[n]["step"] + 1 for n in names]
+            hp = {k: v.to(compute_dtype(params[names[0]].dtype)) for k, v in self.hparams.items()}
+            new_ps, new_sts = (self.multi_tensor_update or self.family.update_tensors)(
+                [_as_compute(params[n]) for n in names], [_as_compute(grads[n]) for n in names],
+                [{k: state[n][k] for k in self.family.state_names} for n in names], steps, hp, alive=alive)
+            return ({n: new_p.to(params[n].dtype) for n, new_p in zip(names, new_ps)},
+                    {n: dict(st, step=step) for n, st, step in zip(names, new_sts, steps)})
         for name, p in params.items():
             st = state[name]
             step = st["step"] + 1

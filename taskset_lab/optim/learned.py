@@ -24,16 +24,19 @@ std ``1/sqrt(fan_in)``, zero biases).
   ``1/sqrt(v+1e-6)``, and Adafactor-style factored second moments over three decays
   ``β_f ∈ {0.9, 0.99, 0.999}``: for a tensor with ≥ 2 axes (the last two factored, d₀ the
   second-to-last), row and column accumulators ``r ← β_f r + (1-β_f) mean_{d₁}(g²+1e-30)``,
-  ``c ← β_f c + (1-β_f) mean_{d₀}(g²+1e-30)``, the factored gradient
-  ``g · rsqrt(r / mean(r)) · rsqrt(c)`` and the features ``r, c, rsqrt(r+1e-8), rsqrt(c+1e-8),
-  m · rsqrt(r/mean(r)+1e-9) · rsqrt(c)``; a tensor with < 2 axes uses the unfactored
-  ``v_f ← β_f v_f + (1-β_f)(g²+1e-30)`` in their place (39 inputs). The decays are fixed here
+  ``c ← β_f c + (1-β_f) mean_{d₀}(g²+1e-30)``, with ``f = rsqrt(r / (mean_{d₀} r + 1e-9)) ·
+  rsqrt(c)`` the factored gradient ``g · f`` and the features ``r, c, rsqrt(r+1e-8),
+  rsqrt(c+1e-8), m · f``; a tensor with < 2 axes uses the unfactored
+  ``v_f ← β_f v_f + (1-β_f)(g²+1e-30)`` in their place (``g · rsqrt(v_f)``, ``v_f`` twice,
+  ``rsqrt(v_f+1e-8)`` twice, ``m · (v_f+1e-6)^-1/2``; 39 inputs). The decays are fixed here
   (learned_optimization also meta-learns offsets of them).
 
-Where this differs from learned_optimization: the row/column accumulators are stored
-broadcast to the tensor's shape (the family's state has the parameter's shape plus a decay
-axis, which is what the population engine stacks), same values; each accumulator is its own state tensor shaped
-like the parameter.
+How it is computed (:meth:`LearnedOptimizerFamily.update_tensors`, the families' multi-tensor
+form, docs/design.md §Learned optimizers): every tensor of K configs at once, side by side
+and features first, the MLP a batched matrix product over ``[K, features, P]``; per-row and
+per-column features stay at their own shapes and enter through their row and column sums.
+State per parameter: ``m`` ``[count, *shape]``, small_fc_lopt's ``v`` ``[1, *shape]`` and
+``r``, ``c`` ``[3, *lead, d₀]``, ``[3, *lead, d₁]`` (``[3, *shape]`` each for < 2 axes).
 """
 
 from __future__ import annotations
@@ -66,12 +69,6 @@ def step_embedding(t: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.tanh(t.to(dtype).reshape(()) / tau - 1.0)
 
 
-def second_moment_normalize(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """``x / sqrt(eps + mean(x²))`` with the mean over every axis but the last (the features)."""
-    axes = tuple(range(x.dim() - 1))
-    return x * torch.rsqrt(eps + (x * x).mean(dim=axes, keepdim=True))
-
-
 def truncated_normal(shape: tuple[int, ...], std: float, gen: torch.Generator) -> Tensor:
     """Haiku's ``TruncatedNormal(stddev)``: a normal truncated at ±2, rescaled to ``std``."""
     out = torch.empty(shape, dtype=torch.float64)
@@ -79,9 +76,42 @@ def truncated_normal(shape: tuple[int, ...], std: float, gen: torch.Generator) -
     return out * (std / 0.87962566103423978)
 
 
+@dataclass(frozen=True)
+class Segment:
+    """One parameter tensor in the flat ``[K, ·, P]`` layout the update works in: its columns
+    ``start:stop`` and one config's shape. A tensor with ≥ 2 axes is *factored* (rows ``d0``,
+    the second-to-last axis; columns ``d1``, the last; ``lead`` the product of the others)."""
+
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+
+    @property
+    def factored(self) -> bool:
+        return len(self.shape) >= 2
+
+    @property
+    def lead(self) -> int:
+        return math.prod(self.shape[:-2])
+
+
+#: what a tensor adds to the first layer besides the per-element features: ``None``; a dense
+#: ``[K, n_extra, n]`` block with its feature ids; or row and column blocks of a factored
+#: tensor (``[K, n_r, lead, d0]``, ``[K, n_c, lead, d1]``), each with its feature ids, which
+#: broadcast over the columns / rows (per-row and per-column features are never expanded to
+#: the tensor's shape).
+Extra = Any
+
+
 class LearnedOptimizerFamily(OptimizerFamily):
     """A per-parameter MLP learned optimizer (see the module docstring for the math).
-    Hyperparameters: ``lr`` (the step multiplier) and ``theta`` (the MLP's flat weights)."""
+    Hyperparameters: ``lr`` (the step multiplier) and ``theta`` (the MLP's flat weights).
+
+    The update is written once, for all tensors of K configs at a time
+    (:meth:`update_tensors`): the per-element work runs over the tensors laid side by side
+    (``[K, ·, P]``), features first, so the MLP is a batched matrix product over
+    ``[K, features, P]``; the population engine calls it with K members, the ``torch.optim``
+    front end with K = 1 per param group, and the one-tensor :meth:`update` through it too."""
 
     hparam_names = ("lr", "theta")
     num_features: int = 0
@@ -89,6 +119,8 @@ class LearnedOptimizerFamily(OptimizerFamily):
     hidden_layers: int = 2
     exp_mult: float = 1e-3
     default_lr: float = 1e-3
+    #: per-element accumulators: name -> how many (stored ``[count, *p.shape]``)
+    elementwise_state: Mapping[str, int] = {}
 
     # -- the weights ---------------------------------------------------------------------------
     @property
@@ -148,129 +180,210 @@ class LearnedOptimizerFamily(OptimizerFamily):
             raise ValueError(f"{self.name}: theta has {len(theta)} weights, the architecture has {self.num_weights}")
         return {"lr": float(hparams["lr"]), "theta": theta}
 
-    def mlp(self, x: Tensor, theta: Tensor) -> Tensor:
-        """The MLP on ``x [..., F]`` with the flat weights ``theta``: ``[..., 2]``."""
-        offset, n = 0, len(self.layer_sizes)
-        for i, (fan_in, fan_out) in enumerate(self.layer_sizes):
-            w = theta[offset:offset + fan_in * fan_out].reshape(fan_in, fan_out)
-            offset += fan_in * fan_out
-            b = theta[offset:offset + fan_out]
-            offset += fan_out
-            x = x @ w + b
-            if i < n - 1:
-                x = torch.relu(x)
-        return x
+    def init_state(self, p: Tensor) -> dict[str, Tensor]:
+        dtype = compute_dtype(p.dtype)
+        return {name: p.new_zeros((n,) + tuple(p.shape), dtype=dtype) for name, n in self.elementwise_state.items()}
 
-    def normalized_mlp(self, feats: Tensor, emb: Tensor, theta: Tensor) -> Tensor:
-        """``mlp([normalize(feats), emb])`` (``feats [..., F]``, ``emb [11]``, the same for every
-        element) computed without building the normalized input: the normalization's per-feature
-        scale is folded into the first layer's weights and the embedding's contribution, constant
-        over the tensor, is added to its bias (the same sums, one pass less over the features)."""
-        nf = feats.shape[-1]
-        fan_in, fan_out = self.layer_sizes[0]
-        w0 = theta[:fan_in * fan_out].reshape(fan_in, fan_out)
-        b0 = theta[fan_in * fan_out:fan_in * fan_out + fan_out]
-        axes = tuple(range(feats.dim() - 1))
-        scale = torch.rsqrt(1e-5 + (feats * feats).mean(dim=axes))  # [F]
-        x = feats @ (w0[:nf] * scale.unsqueeze(-1)) + (emb @ w0[nf:] + b0)
-        offset = fan_in * fan_out + fan_out
-        for fan_in, fan_out in self.layer_sizes[1:]:
-            x = torch.relu(x)
-            w = theta[offset:offset + fan_in * fan_out].reshape(fan_in, fan_out)
-            offset += fan_in * fan_out
-            x = x @ w + theta[offset:offset + fan_out]
-            offset += fan_out
-        return x
+    @property
+    def state_elements(self) -> int:
+        # accumulators, the features and the hidden activations the update holds per element
+        return sum(self.elementwise_state.values()) + (self.num_features + 2 * self.hidden_size) // 2
 
     # -- the update ----------------------------------------------------------------------------
-    def features(self, p: Tensor, g: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        """The normalizable inputs ``[*p.shape, num_features]`` and the new state."""
+    def features(self, p: Tensor, g: Tensor, flat: Mapping[str, Tensor], segments: list[Segment],
+                 states: list[Mapping[str, Tensor]]
+                 ) -> tuple[Tensor, list[int], list[Extra], dict[str, Tensor], list[dict[str, Tensor]]]:
+        """From ``p``, ``g`` ``[K, P]`` and the flat per-element accumulators ``[K, count, P]``:
+        the per-element features ``[K, F, P]`` with their feature ids (rows of the first layer),
+        each tensor's extra features, the new flat accumulators and each tensor's other state."""
         raise NotImplementedError
+
+    def update_tensors(self, ps: list[Tensor], gs: list[Tensor], states: list[Mapping[str, Tensor]],
+                       steps: list[Tensor], hp: Mapping[str, Tensor], alive: Tensor | None = None
+                       ) -> tuple[list[Tensor], list[dict[str, Tensor]]]:
+        """K configs' update of every tensor at once: ``ps``, ``gs`` ``[K, *shape]``, each
+        tensor's state (leading ``K``) and 1-based update number (0-dim), ``hp["lr"]`` ``[K]``,
+        ``hp["theta"]`` ``[K, num_weights]``; configs where ``alive`` (``[K]`` bool) is False
+        keep their parameters and state. Returns the new tensors and states."""
+        k = ps[0].shape[0]
+        segments, start = [], 0
+        for p in ps:
+            n = math.prod(p.shape[1:])
+            segments.append(Segment(start, start + n, tuple(p.shape[1:])))
+            start += n
+        g = _join([x.reshape(k, -1) for x in gs])
+        p = _join([x.reshape(k, -1) for x in ps])
+        flat = {name: _join([st[name].reshape(k, count, -1) for st in states])
+                for name, count in self.elementwise_state.items()}
+        full, ids, extras, new_flat, own = self.features(p, g, flat, segments, states)
+        out = self._mlp(full, ids, extras, segments, steps, hp["theta"].reshape(k, -1))
+        delta = out[:, 0] * torch.exp(self.exp_mult * out[:, 1]) * hp["lr"].reshape(k, 1)
+        if alive is not None:
+            delta = torch.where(alive.reshape(k, 1), delta, 0.0)
+            new_flat = {name: torch.where(alive.reshape(k, 1, 1), v, flat[name]) for name, v in new_flat.items()}
+            own = [{key: torch.where(alive.reshape((k,) + (1,) * (v.dim() - 1)), v, st[key]) for key, v in mine.items()}
+                   for mine, st in zip(own, states)]
+        new_p = p - delta
+        new_ps = [new_p[:, s.start:s.stop].reshape((k,) + s.shape) for s in segments]
+        new_states = [{**{name: v[:, :, s.start:s.stop].reshape((k, v.shape[1]) + s.shape)
+                          for name, v in new_flat.items()}, **own[i]} for i, s in enumerate(segments)]
+        return new_ps, new_states
+
+    def _mlp(self, full: Tensor, ids: list[int], extras: list[Extra], segments: list[Segment],
+             steps: list[Tensor], theta: Tensor) -> Tensor:
+        """The MLP's two outputs ``[K, 2, P]``. Per tensor, each feature's normalization
+        ``rsqrt(1e-5 + mean x²)`` is folded into the first layer's weights, and the step
+        embedding (the same for every element) into its bias."""
+        k = full.shape[0]
+        fan_in, hidden = self.layer_sizes[0]
+        w0 = theta[:, :fan_in * hidden].reshape(k, fan_in, hidden)
+        b0 = theta[:, fan_in * hidden:fan_in * hidden + hidden]
+        w_emb = w0[:, self.num_features:]
+        biases: list[tuple[Tensor, Tensor]] = []  # (step, its bias): tensors that share a step share it
+        hs = []
+        for s, extra, step in zip(segments, extras, steps):
+            bias = next((b for t, b in biases if t is step), None)
+            if bias is None:
+                bias = (step_embedding(step - 1, full.dtype) @ w_emb + b0).unsqueeze(-1)  # [K, H, 1]
+                biases.append((step, bias))
+            x, rows = full[:, :, s.start:s.stop], ids
+            if extra is not None and extra[0] == "dense":
+                x, rows = torch.cat([x, extra[1]], 1), ids + extra[2]
+            h = torch.baddbmm(bias, _scaled(w0[:, rows], x, (-1,)), x)
+            if extra is not None and extra[0] == "factored":
+                _, r, r_ids, c, c_ids = extra
+                lead, (d0, d1) = s.lead, s.shape[-2:]
+                hr = torch.bmm(_scaled(w0[:, r_ids], r, (-2, -1)), r.reshape(k, len(r_ids), -1))
+                hc = torch.bmm(_scaled(w0[:, c_ids], c, (-2, -1)), c.reshape(k, len(c_ids), -1))
+                h = (h.reshape(k, hidden, lead, d0, d1) + hr.reshape(k, hidden, lead, d0, 1)
+                     + hc.reshape(k, hidden, lead, 1, d1)).reshape(k, hidden, -1)
+            hs.append(h)
+        h = _join(hs)
+        offset = fan_in * hidden + hidden
+        for fan_in, fan_out in self.layer_sizes[1:]:
+            w = theta[:, offset:offset + fan_in * fan_out].reshape(k, fan_in, fan_out)
+            b = theta[:, offset + fan_in * fan_out:offset + fan_in * fan_out + fan_out]
+            offset += fan_in * fan_out + fan_out
+            h = torch.baddbmm(b.unsqueeze(-1), w.transpose(1, 2), torch.relu(h))
+        return h
 
     def update(self, p: Tensor, g: Tensor, state: dict[str, Tensor], step: Tensor,
                hp: Mapping[str, Tensor], total_steps: int) -> tuple[Tensor, dict[str, Tensor]]:
-        """``p - d·exp(exp_mult·s)·lr`` with ``(d, s)`` the MLP's outputs (module docstring);
-        ``step`` is the 1-based update number (its embedding uses ``step - 1``)."""
-        scalar = p.dim() == 0
-        if scalar:
-            p, g = p.reshape(1), g.reshape(1)
-            state = {k: v.reshape(1) for k, v in state.items()}
-        feats, new_state = self.features(p, g, state)
-        out = self.normalized_mlp(feats, step_embedding(step - 1, feats.dtype), hp["theta"].to(feats.dtype))
-        delta = out[..., 0] * torch.exp(self.exp_mult * out[..., 1]) * hp["lr"]
-        new_p = p - delta
-        if scalar:
-            new_p = new_p.reshape(())
-            new_state = {k: v.reshape(()) for k, v in new_state.items()}
-        return new_p, new_state
+        """One config's update of one tensor: :meth:`update_tensors` with K = 1; ``step`` is
+        the 1-based update number (its embedding uses ``step - 1``)."""
+        one = lambda x: x.unsqueeze(0)  # noqa: E731
+        new_ps, new_states = self.update_tensors([one(p)], [one(g)], [{k: one(v) for k, v in state.items()}],
+                                                 [step], {k: one(v) for k, v in hp.items()})
+        return new_ps[0][0], {k: v[0] for k, v in new_states[0].items()}
 
 
-def _stacked(state: Mapping[str, Tensor], prefix: str, n: int) -> Tensor:
-    """The accumulators ``prefix0 … prefix{n-1}`` (each shaped like the parameter) as ``[..., n]``."""
-    return torch.stack([state[f"{prefix}{i}"] for i in range(n)], dim=-1)
+def _scaled(w: Tensor, x: Tensor, axes: tuple[int, ...]) -> Tensor:
+    """First-layer weights ``w [K, F, H]`` times each feature's normalization
+    ``rsqrt(1e-5 + mean x²)`` (``x [K, F, ...]``, the mean over ``axes``), transposed to
+    ``[K, H, F]`` for ``bmm`` against ``x``."""
+    count = math.prod([x.shape[a] for a in axes])
+    mean_square = torch.linalg.vector_norm(x, dim=axes).square() / count  # no x² temporary
+    return (w * torch.rsqrt(1e-5 + mean_square).unsqueeze(-1)).transpose(1, 2)
 
 
-def _unstacked(x: Tensor, prefix: str) -> dict[str, Tensor]:
-    return {f"{prefix}{i}": x[..., i] for i in range(x.shape[-1])}
+def _join(xs: list[Tensor]) -> Tensor:
+    """``xs`` side by side along the last axis (one tensor as it is)."""
+    return xs[0] if len(xs) == 1 else torch.cat(xs, -1)
 
 
-def _rolling(m: Tensor, x: Tensor, decays: Tensor) -> Tensor:
-    """``β·m + (1-β)·x`` for each decay (``m [..., D]``, ``x [...]``)."""
-    return decays * m + (1.0 - decays) * x.unsqueeze(-1)
+def _decays(values: tuple[float, ...], like: Tensor) -> Tensor:
+    """``values`` as ``[1, n, 1]`` in ``like``'s dtype and device."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(1, -1, 1)
 
 
 class MLPLOptFamily(LearnedOptimizerFamily):
     """learned_optimization's ``MLPLOpt`` (hidden 32×2): features ``g``, ``p``, six momenta
-    (state ``m0 … m5``, one per decay, each shaped like the parameter)."""
+    (state ``m``: ``[6, *p.shape]``, one per decay)."""
 
     name = "mlp_lopt"
     decays = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
-    state_names = tuple(f"m{i}" for i in range(6))
+    state_names = ("m",)
+    elementwise_state = {"m": 6}
     num_features = 2 + 6
     hidden_size, hidden_layers = 32, 2
     designed_feature = 4  # the β = 0.9 momentum
 
-    def features(self, p, g, state):
-        m = _rolling(_stacked(state, "m", 6), g, torch.tensor(self.decays, dtype=g.dtype, device=g.device))
-        return torch.cat([g.unsqueeze(-1), p.unsqueeze(-1), m], dim=-1), _unstacked(m, "m")
+    def features(self, p, g, flat, segments, states):
+        beta = _decays(self.decays, g)
+        m = beta * flat["m"] + (1 - beta) * g.unsqueeze(1)
+        full = torch.cat([g.unsqueeze(1), p.unsqueeze(1), m], 1)
+        return full, list(range(self.num_features)), [None] * len(segments), {"m": m}, [{} for _ in segments]
 
 
 class SmallFcLOptFamily(LearnedOptimizerFamily):
     """learned_optimization's ``AdafacMLPLOpt`` at hidden 4×2 (``small_fc_lopt``), decays
-    fixed. State (each shaped like the parameter): momenta ``m0 … m2``, second moment ``v0``,
-    row and column accumulators ``r0 … r2``, ``c0 … c2`` (stored broadcast to the parameter's
-    shape; for tensors with < 2 axes ``r`` holds the unfactored accumulator and ``c`` = ``r``)."""
+    fixed. State: momenta ``m`` ``[3, *shape]``, second moment ``v`` ``[1, *shape]``, row and
+    column accumulators ``r`` ``[3, *lead, d0]`` and ``c`` ``[3, *lead, d1]`` (a tensor with
+    < 2 axes: ``r`` ``[3, *shape]`` the unfactored accumulator, ``c`` the same tensor)."""
 
     name = "small_fc_lopt"
     mom_decays = (0.9, 0.99, 0.999)
     rms_decays = (0.999,)
     fac_decays = (0.9, 0.99, 0.999)
-    state_names = ("m0", "m1", "m2", "v0", "r0", "r1", "r2", "c0", "c1", "c2")
+    state_names = ("m", "v", "r", "c")
+    elementwise_state = {"m": 3, "v": 1}
     num_features = 2 + 3 + 1 + 3 + 1 + 3 + 5 * 3
     hidden_size, hidden_layers = 4, 2
     designed_feature = 6  # m/sqrt(v + 1e-6) with the β = 0.9 momentum: Adam's direction
+    # feature ids (rows of the first layer): g 0, p 1, m 2-4, v 5, m·rsqrt(v) 6-8, rsqrt(v) 9,
+    # factored g 10-12, r 13-15, c 16-18, rsqrt(r) 19-21, rsqrt(c) 22-24, factored m 25-27
+    per_element_ids = list(range(13)) + [25, 26, 27]
+    row_ids = [13, 14, 15, 19, 20, 21]
+    col_ids = [16, 17, 18, 22, 23, 24]
+    unfactored_ids = list(range(13, 25))
 
-    def features(self, p, g, state):
-        t = lambda xs: torch.tensor(xs, dtype=g.dtype, device=g.device)  # noqa: E731
-        m = _rolling(_stacked(state, "m", 3), g, t(self.mom_decays))
-        v = _rolling(_stacked(state, "v", 1), g * g, t(self.rms_decays))
-        rsqrt = torch.rsqrt(v + 1e-6)
-        g2 = (g * g + 1e-30).unsqueeze(-1)
-        beta = t(self.fac_decays)
-        row0, col0 = _stacked(state, "r", 3), _stacked(state, "c", 3)
-        if p.dim() >= 2:  # factored over the last two axes: d0 rows, d1 columns
-            row = beta * row0 + (1 - beta) * g2.mean(dim=-2, keepdim=True)
-            col = beta * col0 + (1 - beta) * g2.mean(dim=-3, keepdim=True)
-            row_factor = torch.rsqrt(row / (row.mean(dim=-3, keepdim=True) + 1e-9))
-            col_factor = torch.rsqrt(col)
-            fac_g = g.unsqueeze(-1) * row_factor * col_factor
-            extra = [row, col, torch.rsqrt(row + 1e-8), torch.rsqrt(col + 1e-8), m * row_factor * col_factor]
-        else:  # unfactored, as RMSProp
-            row = col = beta * row0 + (1 - beta) * g2
-            fac_g = g.unsqueeze(-1) * torch.rsqrt(row)
-            extra = [row, row, torch.rsqrt(row + 1e-8), torch.rsqrt(row + 1e-8), m * (row + 1e-6) ** -0.5]
-        feats = torch.cat([g.unsqueeze(-1), p.unsqueeze(-1), m, v, m * rsqrt, rsqrt, fac_g] + extra, dim=-1)
-        return feats, {**_unstacked(m, "m"), **_unstacked(v, "v"), **_unstacked(row, "r"), **_unstacked(col, "c")}
+    def init_state(self, p):
+        state = super().init_state(p)
+        shape, dtype = tuple(p.shape), compute_dtype(p.dtype)
+        if len(shape) >= 2:
+            state["r"] = p.new_zeros((3,) + shape[:-1], dtype=dtype)
+            state["c"] = p.new_zeros((3,) + shape[:-2] + shape[-1:], dtype=dtype)
+        else:
+            state["r"] = state["c"] = p.new_zeros((3,) + shape, dtype=dtype)
+        return state
+
+    def features(self, p, g, flat, segments, states):
+        k = p.shape[0]
+        mom, rms, beta = (_decays(d, g) for d in (self.mom_decays, self.rms_decays, self.fac_decays))
+        m = mom * flat["m"] + (1 - mom) * g.unsqueeze(1)
+        g2 = g * g
+        v = rms * flat["v"] + (1 - rms) * g2.unsqueeze(1)
+        rsqrt_v = torch.rsqrt(v + 1e-6)
+        g2 = (g2 + 1e-30).unsqueeze(1)
+        # what g and m are multiplied by: rsqrt(r / mean r)·rsqrt(c) (factored), rsqrt(r) and
+        # (r + 1e-6)^-1/2 (unfactored)
+        g_factor, m_factor, extras, own = [], [], [], []
+        for s, st in zip(segments, states):
+            g2s = g2[:, :, s.start:s.stop]
+            if s.factored:
+                lead, (d0, d1) = s.lead, s.shape[-2:]
+                g2s = g2s.reshape(k, 1, lead, d0, d1)
+                b = beta.unsqueeze(-1)
+                row = b * st["r"].reshape(k, 3, lead, d0) + (1 - b) * g2s.mean(-1)
+                col = b * st["c"].reshape(k, 3, lead, d1) + (1 - b) * g2s.mean(-2)
+                rf = torch.rsqrt(row / (row.mean(-1, keepdim=True) + 1e-9))
+                factor = (rf.unsqueeze(-1) * torch.rsqrt(col).unsqueeze(-2)).reshape(k, 3, -1)
+                g_factor.append(factor)
+                m_factor.append(factor)
+                extras.append(("factored", torch.cat([row, torch.rsqrt(row + 1e-8)], 1), self.row_ids,
+                               torch.cat([col, torch.rsqrt(col + 1e-8)], 1), self.col_ids))
+                own.append({"r": row.reshape((k, 3) + s.shape[:-1]), "c": col.reshape((k, 3) + s.shape[:-2] + (d1,))})
+            else:  # unfactored, as RMSProp
+                row = beta * st["r"].reshape(k, 3, -1) + (1 - beta) * g2s
+                g_factor.append(torch.rsqrt(row))
+                m_factor.append((row + 1e-6) ** -0.5)
+                rq = torch.rsqrt(row + 1e-8)
+                extras.append(("dense", torch.cat([row, row, rq, rq], 1), self.unfactored_ids))
+                r = row.reshape((k, 3) + s.shape)
+                own.append({"r": r, "c": r})
+        full = torch.cat([g.unsqueeze(1), p.unsqueeze(1), m, v, m * rsqrt_v, rsqrt_v,
+                          g.unsqueeze(1) * _join(g_factor), m * _join(m_factor)], 1)
+        return full, self.per_element_ids, extras, {"m": m, "v": v}, own
 
 
 MLP_LOPT = register_optimizer_family(MLPLOptFamily())

@@ -67,7 +67,7 @@ def test_compiled_population_matches_config_alone(monkeypatch):
     assert bool(pop.diverged[2])
 
 
-@pytest.mark.skipif(not compile_available(torch.device("cpu"), "inductor"), reason="Inductor cannot build CPU code here (no C++ compiler, or ATEN_CPU_CAPABILITY=default)")
+@pytest.mark.skipif(not compile_available(torch.device("cpu"), "inductor"), reason="Inductor is not used on this CPU here (no C++ compiler, or ATEN_CPU_CAPABILITY forces a kernel set)")
 def test_inductor_step_equals_eager():
     task = small_task("mlp")
     pop = Population(task, "adam1p", _configs("adam1p")[:2], 3, dtype=F64, eval_batches=1)
@@ -203,13 +203,16 @@ def test_train_population_changes_no_process_setting(monkeypatch):
     assert res.num_configs == 2 and driver._ALLOCATOR_APPLIED is None and calls == []
 
 
-def test_inductor_is_not_tried_when_the_vector_kernels_are_hidden(monkeypatch):
-    """Under ATEN_CPU_CAPABILITY=default Inductor still emits at::vec code that does not build:
-    the engine then trains eagerly from the start instead of compiling, failing and falling back."""
-    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_inductor_is_not_tried_when_a_kernel_set_is_forced(monkeypatch, capability):
+    """Under ATEN_CPU_CAPABILITY=default Inductor still emits at::vec code that does not build,
+    and under avx2 its step drifted from the eager one: the engine then trains eagerly from the
+    start instead of compiling (a backend that builds nothing is still tried)."""
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", capability)
     monkeypatch.delenv("TASKLAB_COMPILE_BACKEND", raising=False)
     assert compile_available(torch.device("cpu"), "inductor") is False
     assert should_compile("true", torch.device("cpu"), 1e9) is False
+    assert compile_available(torch.device("cpu"), "aot_eager") is True
 
 
 def _truncations(compile: bool, replica: int = 0):

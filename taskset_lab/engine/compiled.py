@@ -36,9 +36,11 @@ log = logging.getLogger(__name__)
 
 def compile_available(device: torch.device, backend: str | Callable | None = None) -> bool:
     """Whether ``torch.compile`` with ``backend`` (default :func:`default_backend`) can be
-    tried here. Inductor needs a C++ compiler on CPU, and its CPU code does not build when
-    ``ATEN_CPU_CAPABILITY=default`` hides the vector instructions (it still emits ``at::vec``
-    code); other backends build nothing."""
+    tried here. Inductor needs a C++ compiler on CPU, and it is not used on CPU while
+    ``ATEN_CPU_CAPABILITY`` forces a kernel set: under ``default`` its CPU code does not build
+    (it still emits ``at::vec`` code), and under ``avx2`` on an AVX-512 machine its compiled
+    step gave adam1p losses 2% away from the eager step's in float64 (2026-12-07, torch
+    2.14.1). Other backends build nothing."""
     if os.environ.get("TASKLAB_COMPILE", "1") == "0" or sys.platform.startswith("win"):
         return False
     if (default_backend() if backend is None else backend) != "inductor":
@@ -46,7 +48,7 @@ def compile_available(device: torch.device, backend: str | Callable | None = Non
     if device.type == "cpu":
         import shutil
 
-        if os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower() == "default":
+        if os.environ.get("ATEN_CPU_CAPABILITY", "").strip():
             return False
 
         return any(shutil.which(c) for c in ("g++", "c++", "clang++"))

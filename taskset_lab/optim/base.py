@@ -290,22 +290,23 @@ class FamilyOptimizer(torch.optim.Optimizer):
         return state
 
     def _step_group(self, group: dict[str, Any]) -> bool:
+        """The one-tensor-at-a-time step of a group (a family without the multi-tensor form)."""
         stepped = False
         for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self._state_of(p)
-                state["step"] += 1
-                cdt = compute_dtype(p.dtype)
-                hp = self._hparams(group, cdt, p.device)
-                # a state loaded by load_state_dict comes back in the parameter dtype
-                inner = {k: state[k].to(cdt) for k in self.family.state_names}
-                new_p, new_state = self.family.update(_as_compute(p), _as_compute(p.grad), inner,
-                                                      state["step"], hp, group["total_steps"])
-                p.copy_(new_p)
-                for k, v in new_state.items():
-                    state[k] = v
-                stepped = True
+            if p.grad is None:
+                continue
+            state = self._state_of(p)
+            state["step"] += 1
+            cdt = compute_dtype(p.dtype)
+            hp = self._hparams(group, cdt, p.device)
+            # a state loaded by load_state_dict comes back in the parameter dtype
+            inner = {k: state[k].to(cdt) for k in self.family.state_names}
+            new_p, new_state = self.family.update(_as_compute(p), _as_compute(p.grad), inner,
+                                                  state["step"], hp, group["total_steps"])
+            p.copy_(new_p)
+            for k, v in new_state.items():
+                state[k] = v
+            stepped = True
         return stepped
 
     #: the most parameter elements one multi-tensor call updates (its temporaries are a few

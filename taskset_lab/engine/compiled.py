@@ -86,13 +86,18 @@ def default_backend() -> str:
     return os.environ.get("TASKLAB_COMPILE_BACKEND", "inductor")
 
 
-def _fresh_step_core(tag: int) -> Callable:
-    """A copy of :func:`_step_core` with its own code object: dynamo keeps its compiled
-    graphs (and its recompile limit of 8) per code object, so each cached population shape
-    gets its own instead of evicting the others'."""
+def _fresh_copy(fn: Callable) -> Callable:
+    """A copy of ``fn`` with its own code object: dynamo keeps its compiled graphs (and its
+    recompile limit of 8) per code object, so each cached population shape (or task) gets its
+    own instead of evicting the others'."""
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{next(_TAGS)}")
+    return types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__)
 
-    code = _step_core.__code__.replace(co_name=f"_step_core_{tag}")
-    return types.FunctionType(code, _step_core.__globals__, code.co_name, _step_core.__defaults__)
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an exception's message (for a one-line fallback warning)."""
+    text = str(err)
+    return text.splitlines()[0] if text else ""
 
 
 class CompiledStep:
@@ -118,14 +123,14 @@ class CompiledStep:
             if hit is not None and hit[0] is population.task:
                 self._fn, self._first = hit[1], False
             else:
-                self._fn = torch.compile(_fresh_step_core(next(_TAGS)), backend=self.backend, dynamic=False)
+                self._fn = torch.compile(_fresh_copy(_step_core), backend=self.backend, dynamic=False)
                 _CACHE[self._key] = (population.task, self._fn)
                 while len(_CACHE) > CACHE_SIZE:  # CURVES visits many tasks: keep the latest
                     _CACHE.pop(next(iter(_CACHE)))
 
     def _fallback(self, err: BaseException) -> None:
         log.warning("torch.compile of the population step failed (%s: %s); using the eager step",
-                    type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                    type(err).__name__, _first_line(err))
         self.compiled, self._fn = False, None
         _CACHE.pop(self._key, None)
 
@@ -190,9 +195,7 @@ class CompiledGrad:
             key = (id(task), population.k, population.dtype, str(population.device), str(backend))
             hit = _GRADS.get(key)
             if hit is None or hit[0] is not task:
-                code = _batched_grad.__code__.replace(co_name=f"_batched_grad_{next(_TAGS)}")
-                fresh = types.FunctionType(code, _batched_grad.__globals__, code.co_name)
-                hit = _GRADS[key] = (task, torch.compile(fresh, backend=backend, dynamic=False))
+                hit = _GRADS[key] = (task, torch.compile(_fresh_copy(_batched_grad), backend=backend, dynamic=False))
                 while len(_GRADS) > CACHE_SIZE:
                     _GRADS.pop(next(iter(_GRADS)))
             self._fn = hit[1]
@@ -207,7 +210,7 @@ class CompiledGrad:
                 return self._fn(self.pop.task, self.pop.module, self.pop.constants, params, task_state, batch, noise)
             except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
                 log.warning("torch.compile of the batched gradient failed (%s: %s); using the eager one",
-                            type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                            type(err).__name__, _first_line(err))
                 self._fn = None
         return self._eager(params, task_state, batch, noise)
 
@@ -215,10 +218,10 @@ class CompiledGrad:
 class CompiledUpdate:
     """A multi-tensor family's update (:meth:`OptimizerFamily.update_tensors`) through
     ``torch.compile``, called like it; set it as a :class:`BatchedOptimizer`'s
-    ``multi_tensor_update``. Only the update is compiled (the vmapped gradient stays eager):
-    it is where a learned optimizer's step spends its time, and it compiles in about 10 s per
-    set of shapes on a CPU (benchmarks/bench_meta.py). Any failure while compiling or running
-    falls back to the eager update for good (the update is pure: nothing is lost)."""
+    ``multi_tensor_update`` (with :class:`CompiledGrad` for the gradient, instead of compiling
+    the whole step: benchmarks/README.md §bench_meta). It compiles in 6-23 s per set of
+    shapes on a CPU. Any failure while compiling or running falls back to the eager update
+    for good (the update is pure: nothing is lost)."""
 
     def __init__(self, family: OptimizerFamily, device: torch.device | str = "cpu",
                  backend: str | Callable | None = None):
@@ -238,7 +241,7 @@ class CompiledUpdate:
                 return self._fn(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any compiler failure means: run eagerly
                 log.warning("torch.compile of the %s update failed (%s: %s); using the eager update",
-                            self.family.name, type(err).__name__, str(err).splitlines()[0] if str(err) else "")
+                            self.family.name, type(err).__name__, _first_line(err))
                 self.compiled, self._fn = False, None
         return self.family.update_tensors(*args, **kwargs)
 

@@ -79,23 +79,18 @@ def population_step(grad_and_loss: GradAndLoss, opt: BatchedOptimizer, params: P
             return StepOutput(params, opt_state, task_state, diverged, dstep)
         together = opt.family.has_multi_tensor_update  # it freezes the diverged configs itself
         new_params, new_opt = opt.step(params, grads, opt_state, coef=coef, alive=~diverged if together else None)
-        if together and not in_place:
-            return StepOutput(new_params, new_opt, task_state, diverged, dstep)
-        if together:
-            for n, p in params.items():
-                p.copy_(new_params[n])
-            for n, st in new_opt.items():
-                for key, v in st.items():
-                    opt_state[n][key].copy_(v)
-            return StepOutput(params, opt_state, task_state, diverged, dstep)
+
+        def frozen(old: Tensor, new: Tensor) -> Tensor:
+            return new if together else where_k(diverged, old, new)
+
         if in_place:
             for n, p in params.items():
-                p.copy_(where_k(diverged, p, new_params[n]))
+                p.copy_(frozen(p, new_params[n]))
             for n, st in new_opt.items():
                 for key, v in st.items():
-                    opt_state[n][key].copy_(where_k(diverged, opt_state[n][key], v))
+                    opt_state[n][key].copy_(frozen(opt_state[n][key], v))
             return StepOutput(params, opt_state, task_state, diverged, dstep)
-        params = {n: where_k(diverged, params[n], new_params[n]) for n in params}
-        opt_state = {n: {key: where_k(diverged, opt_state[n][key], v) for key, v in st.items()}
+        params = {n: frozen(params[n], new_params[n]) for n in params}
+        opt_state = {n: {key: frozen(opt_state[n][key], v) for key, v in st.items()}
                      for n, st in new_opt.items()}
     return StepOutput(params, opt_state, task_state, diverged, dstep)

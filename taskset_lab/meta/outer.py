@@ -154,10 +154,9 @@ class MetaTrainer:
         self.state = MetaState(theta=self.theta.data, adam=self.adam.state_dict())
         self.workers = [WorkerSlot() for _ in range(spec.num_workers)]
         inner_steps = spec.outer_steps * spec.num_workers * spec.truncation
-        compiled = should_compile(compile_mode(spec.compile), torch.device("cpu"),
-                                  inner_steps * EAGER_SECONDS_PER_INNER_STEP)
         #: whether the inner runs' gradient and learned update are compiled (``spec.compile``)
-        self.compiled = compiled
+        self.compiled = should_compile(compile_mode(spec.compile), torch.device("cpu"),
+                                       inner_steps * EAGER_SECONDS_PER_INNER_STEP)
         self.resumed_from: int | None = None
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
             self._load(self.checkpoint_path)

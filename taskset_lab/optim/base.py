@@ -318,12 +318,16 @@ class FamilyOptimizer(torch.optim.Optimizer):
         compute dtype, in :meth:`OptimizerFamily.update_tensors` calls (K = 1) of at most
         :attr:`TOGETHER_MAX_ELEMENTS` elements each (a larger tensor alone)."""
         buckets: dict[tuple, list[list[Tensor]]] = {}
+        filled: dict[tuple, int] = {}  # elements in each bucket's last call
         for p in group["params"]:
             if p.grad is not None:  # by device and dtype, in calls of at most TOGETHER_MAX_ELEMENTS
-                calls = buckets.setdefault((p.device, compute_dtype(p.dtype)), [[]])
-                if calls[-1] and sum(q.numel() for q in calls[-1]) + p.numel() > self.TOGETHER_MAX_ELEMENTS:
+                key = (p.device, compute_dtype(p.dtype))
+                calls = buckets.setdefault(key, [[]])
+                if calls[-1] and filled[key] + p.numel() > self.TOGETHER_MAX_ELEMENTS:
                     calls.append([])
+                    filled[key] = 0
                 calls[-1].append(p)
+                filled[key] = filled.get(key, 0) + p.numel()
         for (device, cdt), params in ((key, c) for key, calls in buckets.items() for c in calls):
             states = [self._state_of(p) for p in params]
             for state in states:

@@ -13,10 +13,13 @@ from taskset_lab.cli import run_pipeline
 from taskset_lab.errors import TasklabError
 
 SMALL = ["total_steps=60", "eval_every=20"]
+#: baselines long enough (about 1 s each) that a Ctrl-C sent once task 1's baseline is written
+#: lands inside task 2's; at 60 steps task 2 took 0.2 s, the poll interval, and was sometimes done
+LONGER = ["total_steps=400", "eval_every=100"]
 
 
-def _run(out, *extra):
-    return run_pipeline(compose("mtl_quickstart", [*SMALL, f"output_dir={out}", *extra]))
+def _run(out, *extra, steps=SMALL):
+    return run_pipeline(compose("mtl_quickstart", [*steps, f"output_dir={out}", *extra]))
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +27,16 @@ def reference(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("mtl_ref") / "run")
 
 
-def test_interrupted_during_a_baseline_then_rerun_equals_uninterrupted(tmp_path, reference):
+def test_interrupted_during_a_baseline_then_rerun_equals_uninterrupted(tmp_path, tmp_path_factory):
+    reference = _run(tmp_path_factory.mktemp("mtl_ref_longer") / "run", steps=LONGER)
     out = tmp_path / "run"
     first = out / "stl_baseline" / "task_1" / "baseline.json"
-    rc, _, stderr = interrupt_tasklab(["pipeline=MTL", "index=mtl_quickstart", *SMALL, f"output_dir={out}"],
+    rc, _, stderr = interrupt_tasklab(["pipeline=MTL", "index=mtl_quickstart", *LONGER, f"output_dir={out}"],
                                       tmp_path, ready=first.is_file)
     assert rc == 130, stderr[-2000:]
     half = out / "stl_baseline" / "task_2"
     assert not (half / "baseline.json").exists() and not (half / "final_metrics.csv").exists()
-    again = _run(out)
+    again = _run(out, steps=LONGER)
     assert again["delta_m"] == pytest.approx(reference["delta_m"], rel=1e-9, abs=1e-12)
     assert again["baseline"] == reference["baseline"]
 
